@@ -1,0 +1,297 @@
+//! Reverse-mode autodiff as a graph transform: gradients are new lazy nodes
+//! built from the same primitives, so they run on every backend and can be
+//! realized together with the optimizer update.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::op::{BinaryOp, Op, PoolKind, ReduceOp, UnaryOp};
+use crate::{DType, Error, Result, Tensor};
+
+/// Gradients by node, as returned by [`Tensor::backward`].
+#[derive(Default, Debug)]
+pub struct Gradients(HashMap<u64, Tensor>);
+
+impl Gradients {
+    /// The gradient of `t`, if the loss depends on it.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.0.get(&t.id())
+    }
+
+    /// The gradient of `t`, zeros when the loss does not depend on it.
+    pub fn get_or_zeros(&self, t: &Tensor) -> Tensor {
+        self.get(t)
+            .cloned()
+            .unwrap_or_else(|| Tensor::zeros(t.shape()))
+    }
+}
+
+impl Tensor {
+    /// Gradients of this scalar with respect to every tensor it depends on
+    /// that requires grad. Nothing is computed until the gradients are realized.
+    pub fn backward(&self) -> Result<Gradients> {
+        if self.numel() != 1 {
+            return Err(Error::Grad(format!(
+                "the loss must have one element, but has shape {:?}; reduce it (sum/mean) or use backward_with",
+                self.shape()
+            )));
+        }
+        self.backward_with(&Tensor::ones(self.shape()))
+    }
+
+    /// Gradients given the gradient of this tensor (vector-Jacobian product).
+    pub fn backward_with(&self, grad_output: &Tensor) -> Result<Gradients> {
+        if grad_output.shape() != self.shape() {
+            return Err(Error::Grad(format!(
+                "grad_output has shape {:?} but the tensor has shape {:?}",
+                grad_output.shape(),
+                self.shape()
+            )));
+        }
+        if !self.requires_grad() {
+            return Err(Error::Grad(
+                "this tensor does not depend on any tensor that requires grad; mark parameters with .with_grad()".into(),
+            ));
+        }
+        let order = grad_order(self);
+        let mut grads: HashMap<u64, Tensor> = HashMap::new();
+        grads.insert(self.id(), grad_output.clone());
+        for node in order.iter().rev() {
+            let Some(g) = grads.get(&node.id()).cloned() else {
+                continue;
+            };
+            let input_grads = vjp(node, &g)?;
+            for (input, ig) in node.inputs().iter().zip(input_grads) {
+                let Some(ig) = ig else { continue };
+                if !input.requires_grad() {
+                    continue;
+                }
+                debug_assert_eq!(
+                    ig.shape(),
+                    input.shape(),
+                    "gradient shape of {:?}",
+                    node.op()
+                );
+                let acc = match grads.remove(&input.id()) {
+                    Some(prev) => prev.add(&ig)?,
+                    None => ig,
+                };
+                grads.insert(input.id(), acc);
+            }
+        }
+        Ok(Gradients(grads))
+    }
+}
+
+/// Gradients of `loss` with respect to `params` (zeros where it does not depend on one).
+pub fn grad(loss: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>> {
+    let g = loss.backward()?;
+    Ok(params.iter().map(|p| g.get_or_zeros(p)).collect())
+}
+
+/// Nodes that need grad reachable from `root`, inputs before users. Leaves
+/// (buffers, `with_grad` markers) are where the walk stops.
+fn grad_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if matches!(t.op(), Op::Detach) {
+            continue;
+        }
+        for i in t.inputs() {
+            if i.requires_grad() && !seen.contains(&i.id()) {
+                stack.push((i.clone(), false));
+            }
+        }
+    }
+    order
+}
+
+/// The vector-Jacobian product of one node: for each input, its gradient
+/// (None where the input gets none).
+fn vjp(node: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let x = node.inputs();
+    let out = node;
+    let some = |t: Tensor| Ok(vec![Some(t)]);
+    match node.op() {
+        // Leaves and non-differentiable ops.
+        Op::Buffer
+        | Op::Full(_)
+        | Op::Rand { .. }
+        | Op::Arange { .. }
+        | Op::Detach
+        | Op::Cast(_) => Ok(vec![None; x.len()]),
+        Op::Unary(u) => some(match u {
+            UnaryOp::Neg => g.neg(),
+            // d e^x = e^x
+            UnaryOp::Exp => g.mul(out)?,
+            // d ln x = 1/x
+            UnaryOp::Log => g.div(&x[0])?,
+            // d sqrt x = 1 / (2 sqrt x)
+            UnaryOp::Sqrt => g.div(out)?.mul_scalar(0.5),
+            // d (1/x) = -1/x^2
+            UnaryOp::Recip => g.mul(&out.square())?.neg(),
+            UnaryOp::Sin => g.mul(&x[0].cos())?,
+            // d tanh = 1 - tanh^2
+            UnaryOp::Tanh => g.mul(&out.square().rsub_scalar(1.0))?,
+            // d erf x = 2/sqrt(pi) e^{-x^2}
+            UnaryOp::Erf => g.mul(
+                &x[0]
+                    .square()
+                    .neg()
+                    .exp()
+                    .mul_scalar(std::f32::consts::FRAC_2_SQRT_PI),
+            )?,
+        }),
+        Op::Binary(b) => {
+            let (a, c) = (&x[0], &x[1]);
+            Ok(match b {
+                BinaryOp::Add => vec![Some(g.clone()), Some(g.clone())],
+                BinaryOp::Mul => vec![Some(g.mul(c)?), Some(g.mul(a)?)],
+                // The larger operand takes the gradient; ties share it evenly.
+                BinaryOp::Max => {
+                    let wa = a.gt(c)?.add(&a.eq(c)?.mul_scalar(0.5))?;
+                    vec![Some(g.mul(&wa)?), Some(g.mul(&wa.rsub_scalar(1.0))?)]
+                }
+                // d a^c = c a^(c-1) da + a^c ln(a) dc
+                BinaryOp::Pow => {
+                    let da = g.mul(&c.mul(&a.pow(&c.sub_scalar(1.0))?)?)?;
+                    let dc = if c.requires_grad() {
+                        Some(g.mul(&out.mul(&a.log())?)?)
+                    } else {
+                        None
+                    };
+                    vec![Some(da), dc]
+                }
+                BinaryOp::CmpLt | BinaryOp::CmpEq => vec![None, None],
+            })
+        }
+        Op::Where => {
+            let zero = Tensor::zeros(g.shape());
+            Ok(vec![
+                None,
+                Some(Tensor::where_(&x[0], g, &zero)?),
+                Some(Tensor::where_(&x[0], &zero, g)?),
+            ])
+        }
+        Op::Reduce { op, axes } => {
+            let shape = x[0].shape();
+            let ge = g.expand(shape)?;
+            some(match op {
+                ReduceOp::Sum => ge,
+                // Split among the tied maxima, like tinygrad.
+                ReduceOp::Max => {
+                    let is_max = x[0].eq(&out.expand(shape)?)?;
+                    let count = is_max.reduce(ReduceOp::Sum, axes, true).expand(shape)?;
+                    ge.mul(&is_max)?.div(&count)?
+                }
+            })
+        }
+        Op::Reshape => some(g.reshape(x[0].shape())?),
+        Op::Permute(p) => {
+            let mut inv = vec![0; p.len()];
+            for (i, &pi) in p.iter().enumerate() {
+                inv[pi] = i;
+            }
+            some(g.permute(&inv)?)
+        }
+        Op::Expand => {
+            let axes: Vec<usize> = x[0]
+                .shape()
+                .iter()
+                .zip(out.shape())
+                .enumerate()
+                .filter(|(_, (&d, &n))| d != n)
+                .map(|(i, _)| i)
+                .collect();
+            some(g.reduce(ReduceOp::Sum, &axes, true))
+        }
+        Op::Shrink(r) => {
+            let pads: Vec<(usize, usize)> = r
+                .iter()
+                .zip(x[0].shape())
+                .map(|(&(a, b), &d)| (a, d - b))
+                .collect();
+            some(g.pad(&pads)?)
+        }
+        Op::Pad(p) => {
+            let ranges: Vec<(usize, usize)> = p
+                .iter()
+                .zip(x[0].shape())
+                .map(|(&(a, _), &d)| (a, a + d))
+                .collect();
+            some(g.shrink(&ranges)?)
+        }
+        Op::Contiguous => some(g.clone()),
+        // C = A B:  dA = dC B^T,  dB = A^T dC
+        Op::MatMul => Ok(vec![
+            Some(g.matmul(&x[1].t()?)?),
+            Some(x[0].t()?.matmul(g)?),
+        ]),
+        Op::Conv2d(geom) => Ok(vec![
+            Some(Tensor::conv2d_backward_data(g, &x[1], *geom, x[0].shape())),
+            Some(Tensor::conv2d_backward_filter(
+                &x[0],
+                g,
+                *geom,
+                x[1].shape(),
+            )),
+        ]),
+        // The three convolutions are bilinear and each other's adjoints:
+        // <conv(x, w), dy> = <x, bwd_data(dy, w)> = <w, bwd_filter(x, dy)>.
+        Op::Conv2dBackwardData(geom) => Ok(vec![
+            Some(Tensor::conv2d_raw(g, &x[1], *geom, x[0].shape())),
+            Some(Tensor::conv2d_backward_filter(
+                g,
+                &x[0],
+                *geom,
+                x[1].shape(),
+            )),
+        ]),
+        Op::Conv2dBackwardFilter(geom) => Ok(vec![
+            Some(Tensor::conv2d_backward_data(&x[1], g, *geom, x[0].shape())),
+            Some(Tensor::conv2d_raw(&x[0], g, *geom, x[1].shape())),
+        ]),
+        Op::Pool2d { kind, geom } => some(Tensor::from_op(
+            Op::Pool2dBackward {
+                kind: *kind,
+                geom: *geom,
+            },
+            vec![x[0].clone(), g.clone()],
+            x[0].shape().to_vec(),
+            DType::F32,
+        )),
+        Op::Pool2dBackward { kind, geom } => match kind {
+            // Average pooling's backward is linear in dy alone; its adjoint is the pooling itself.
+            PoolKind::Avg => Ok(vec![
+                None,
+                Some(Tensor::from_op(
+                    Op::Pool2d {
+                        kind: *kind,
+                        geom: *geom,
+                    },
+                    vec![g.clone()],
+                    x[1].shape().to_vec(),
+                    DType::F32,
+                )),
+            ]),
+            PoolKind::Max => Err(Error::Grad(
+                "the second derivative of max_pool2d is not supported; detach the first gradient"
+                    .into(),
+            )),
+        },
+        Op::Gather { axis } => Ok(vec![
+            Some(Tensor::scatter_add_raw(&x[1], g, *axis, x[0].shape())),
+            None,
+        ]),
+        Op::ScatterAdd { axis } => Ok(vec![None, Some(g.gather(*axis as isize, &x[0])?)]),
+    }
+}

@@ -1,0 +1,198 @@
+//! The CPU backend: plain Rust kernels for every primitive, multi-threaded
+//! with rayon, matmul and convolution on the `gemm` crate.
+
+mod conv;
+mod elementwise;
+mod index;
+mod matmul;
+mod pool;
+mod reduce;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::{Storage, Value};
+use crate::op::Op;
+use crate::shape::Layout;
+use crate::{DType, Error, Result};
+
+/// Below this many elements a kernel stays on one thread.
+pub(crate) const PAR_MIN: usize = 1 << 15;
+
+/// Run one primitive. `shape`/`dtype` are the node's (already validated).
+pub fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> Result<Value> {
+    Ok(match op {
+        Op::Buffer => {
+            return Err(Error::param(
+                "buffer",
+                "a buffer node has no value (internal)",
+            ))
+        }
+        Op::Full(v) => {
+            // One element seen through stride 0: a constant of any size is free.
+            let storage = match dtype {
+                DType::F32 => Storage::F32(vec![*v]),
+                DType::I32 => Storage::I32(vec![*v as i32]),
+            };
+            Value {
+                storage: Arc::new(storage),
+                layout: Layout {
+                    shape: shape.to_vec(),
+                    strides: vec![0; shape.len()],
+                    offset: 0,
+                },
+            }
+        }
+        Op::Rand { seed } => {
+            Value::f32(elementwise::rand(*seed, crate::shape::numel(shape)), shape)
+        }
+        Op::Arange { start, step } => {
+            let n = crate::shape::numel(shape);
+            match dtype {
+                DType::F32 => Value::f32(
+                    (0..n).map(|i| (*start + i as f64 * *step) as f32).collect(),
+                    shape,
+                ),
+                DType::I32 => Value::i32(
+                    (0..n).map(|i| (*start + i as f64 * *step) as i32).collect(),
+                    shape,
+                ),
+            }
+        }
+        Op::Unary(u) => elementwise::unary(*u, &inputs[0]),
+        Op::Binary(b) => elementwise::binary(*b, &inputs[0], &inputs[1], dtype)?,
+        Op::Where => elementwise::where_(&inputs[0], &inputs[1], &inputs[2]),
+        Op::Cast(to) => elementwise::cast(&inputs[0], *to),
+        Op::Detach => inputs[0].clone(),
+        Op::Reduce { op, axes } => reduce::reduce(*op, axes, &inputs[0]),
+        Op::Reshape => {
+            let v = &inputs[0];
+            match v.layout.reshape(shape) {
+                Some(layout) => Value {
+                    storage: v.storage.clone(),
+                    layout,
+                },
+                None => {
+                    let mut c = contiguous(v);
+                    c.layout = Layout::contiguous(shape);
+                    c
+                }
+            }
+        }
+        Op::Permute(p) => view(&inputs[0], inputs[0].layout.permute(p)),
+        Op::Expand => view(&inputs[0], inputs[0].layout.expand(shape)),
+        Op::Shrink(r) => view(&inputs[0], inputs[0].layout.shrink(r)),
+        Op::Pad(p) => elementwise::pad(&inputs[0], p, shape),
+        Op::Contiguous => contiguous(&inputs[0]),
+        Op::MatMul => matmul::matmul(&inputs[0], &inputs[1], shape),
+        Op::Conv2d(g) => conv::conv2d(&inputs[0], &inputs[1], g, shape),
+        Op::Conv2dBackwardData(g) => conv::conv2d_backward_data(&inputs[0], &inputs[1], g, shape),
+        Op::Conv2dBackwardFilter(g) => {
+            conv::conv2d_backward_filter(&inputs[0], &inputs[1], g, shape)
+        }
+        Op::Pool2d { kind, geom } => pool::pool2d(*kind, geom, &inputs[0], shape),
+        Op::Pool2dBackward { kind, geom } => {
+            pool::pool2d_backward(*kind, geom, &inputs[0], &inputs[1])
+        }
+        Op::Gather { axis } => index::gather(&inputs[0], &inputs[1], *axis)?,
+        Op::ScatterAdd { axis } => index::scatter_add(&inputs[0], &inputs[1], *axis, shape)?,
+    })
+}
+
+fn view(v: &Value, layout: Layout) -> Value {
+    Value {
+        storage: v.storage.clone(),
+        layout,
+    }
+}
+
+/// A dense row-major copy (or the value itself when it already is one).
+pub fn contiguous(v: &Value) -> Value {
+    if v.layout.is_contiguous() && v.layout.offset == 0 && v.storage.len() == v.layout.numel() {
+        return v.clone();
+    }
+    match v.storage.as_ref() {
+        Storage::F32(d) => Value::f32(strided_copy(d, &v.layout), &v.layout.shape),
+        Storage::I32(d) => Value::i32(strided_copy(d, &v.layout), &v.layout.shape),
+    }
+}
+
+/// The f32 elements of a value in row-major order, borrowed when dense.
+pub(crate) fn f32_data(v: &Value) -> Cow<'_, [f32]> {
+    match v.storage.as_ref() {
+        Storage::F32(d) => {
+            let n = v.layout.numel();
+            if v.layout.is_contiguous() {
+                Cow::Borrowed(&d[v.layout.offset..v.layout.offset + n])
+            } else {
+                Cow::Owned(strided_copy(d, &v.layout))
+            }
+        }
+        Storage::I32(d) => Cow::Owned(
+            strided_copy(d, &v.layout)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
+        ),
+    }
+}
+
+/// The i32 elements of a value in row-major order.
+pub(crate) fn i32_data(v: &Value) -> Cow<'_, [i32]> {
+    match v.storage.as_ref() {
+        Storage::I32(d) => {
+            let n = v.layout.numel();
+            if v.layout.is_contiguous() {
+                Cow::Borrowed(&d[v.layout.offset..v.layout.offset + n])
+            } else {
+                Cow::Owned(strided_copy(d, &v.layout))
+            }
+        }
+        Storage::F32(d) => Cow::Owned(
+            strided_copy(d, &v.layout)
+                .into_iter()
+                .map(|x| x as i32)
+                .collect(),
+        ),
+    }
+}
+
+/// Gather a strided layout into a dense row-major vector, rows in parallel.
+pub fn strided_copy<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec<T> {
+    let n = layout.numel();
+    if n == 0 {
+        return vec![];
+    }
+    if layout.is_contiguous() {
+        return data[layout.offset..layout.offset + n].to_vec();
+    }
+    let rank = layout.shape.len();
+    let inner = layout.shape[rank - 1];
+    if n < PAR_MIN || inner == 0 {
+        let mut out = Vec::with_capacity(n);
+        layout.for_each_offset(|_, o| out.push(data[o]));
+        return out;
+    }
+    // Split the outer dimensions into rows, each row copied independently.
+    let outer_shape = &layout.shape[..rank - 1];
+    let outer_strides = crate::shape::contiguous_strides(outer_shape);
+    let mut out = vec![data[layout.offset]; n];
+    let s_inner = layout.strides[rank - 1];
+    out.par_chunks_mut(inner)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let mut off = layout.offset;
+            let mut r = row;
+            for (d, &os) in outer_strides.iter().enumerate() {
+                let i = r / os;
+                r %= os;
+                off += i * layout.strides[d];
+            }
+            for (j, x) in dst.iter_mut().enumerate() {
+                *x = data[off + j * s_inner];
+            }
+        });
+    out
+}

@@ -1,0 +1,64 @@
+//! Backends execute primitive ops on realized values. `cpu` is the
+//! executable specification.
+
+pub mod cpu;
+
+use std::sync::Arc;
+
+use crate::shape::Layout;
+use crate::DType;
+
+/// Host memory of one buffer.
+#[derive(Debug)]
+pub enum Storage {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+impl Storage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::F32(_) => DType::F32,
+            Storage::I32(_) => DType::I32,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::F32(v) => v.len(),
+            Storage::I32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A realized tensor: a shared buffer seen through a strided layout.
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub storage: Arc<Storage>,
+    pub layout: Layout,
+}
+
+impl Value {
+    pub fn f32(data: Vec<f32>, shape: &[usize]) -> Value {
+        Value {
+            storage: Arc::new(Storage::F32(data)),
+            layout: Layout::contiguous(shape),
+        }
+    }
+
+    pub fn i32(data: Vec<i32>, shape: &[usize]) -> Value {
+        Value {
+            storage: Arc::new(Storage::I32(data)),
+            layout: Layout::contiguous(shape),
+        }
+    }
+
+    /// The elements in row-major order (copies only when the layout is not dense).
+    pub fn layout_gather<T: Copy + Send + Sync>(&self, data: &[T]) -> Vec<T> {
+        cpu::strided_copy(data, &self.layout)
+    }
+}

@@ -1,0 +1,63 @@
+//! Errors are values: every message names the op, the shapes involved and a fix.
+
+use thiserror::Error;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum Error {
+    /// Operand shapes that do not fit together.
+    #[error("{op}: incompatible shapes {shapes}; {hint}")]
+    Shape {
+        op: &'static str,
+        shapes: String,
+        hint: String,
+    },
+    /// An axis outside the tensor's rank.
+    #[error("{op}: axis {axis} is out of range for a tensor of rank {rank} (shape {shape:?}); axes run from -{rank} to {last}", last = *rank as isize - 1)]
+    Axis {
+        op: &'static str,
+        axis: isize,
+        rank: usize,
+        shape: Vec<usize>,
+    },
+    /// A parameter that makes no sense for the op (kernel larger than input, zero stride, ...).
+    #[error("{op}: {msg}")]
+    Param { op: &'static str, msg: String },
+    /// Wrong element type for the op.
+    #[error("{op}: expected {expected} but got {got}; {hint}")]
+    DType {
+        op: &'static str,
+        expected: String,
+        got: String,
+        hint: String,
+    },
+    /// Gradient asked of something that cannot give one.
+    #[error("backward: {0}")]
+    Grad(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {msg}")]
+    Io { path: String, msg: String },
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, shapes: &[&[usize]], hint: impl Into<String>) -> Self {
+        let shapes = shapes
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        Error::Shape {
+            op,
+            shapes,
+            hint: hint.into(),
+        }
+    }
+
+    pub(crate) fn param(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Param {
+            op,
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Indexing: gather, scatter-add, embedding lookup, one-hot.
+
+use crate::op::Op;
+use crate::ops::{ensure_f32, ensure_i32};
+use crate::shape::normalize_axis;
+use crate::{DType, Error, Result, Tensor};
+
+impl Tensor {
+    /// `out[i][j] = self[index[i][j]][j]` for axis 0, and so on (PyTorch's
+    /// `gather`): index has the same rank, and no larger sizes off the axis.
+    pub fn gather(&self, axis: isize, index: &Tensor) -> Result<Tensor> {
+        ensure_f32("gather", self)?;
+        ensure_i32("gather", index)?;
+        let ax = normalize_axis("gather", axis, self.shape())?;
+        let fits = index.rank() == self.rank()
+            && index
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(d, (&i, &s))| d == ax || i <= s);
+        if !fits {
+            return Err(Error::shape(
+                "gather",
+                &[self.shape(), index.shape()],
+                format!("index needs the source's rank and sizes no larger than the source's except along axis {ax}"),
+            ));
+        }
+        Ok(Tensor::from_op(
+            Op::Gather { axis: ax },
+            vec![self.clone(), index.clone()],
+            index.shape().to_vec(),
+            DType::F32,
+        ))
+    }
+
+    pub(crate) fn scatter_add_raw(
+        index: &Tensor,
+        src: &Tensor,
+        axis: usize,
+        out_shape: &[usize],
+    ) -> Tensor {
+        Tensor::from_op(
+            Op::ScatterAdd { axis },
+            vec![index.clone(), src.clone()],
+            out_shape.to_vec(),
+            DType::F32,
+        )
+    }
+
+    /// `self` plus `src` added at `index` along `axis` (the adjoint of gather).
+    pub fn scatter_add(&self, axis: isize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        ensure_f32("scatter_add", self)?;
+        ensure_f32("scatter_add", src)?;
+        ensure_i32("scatter_add", index)?;
+        let ax = normalize_axis("scatter_add", axis, self.shape())?;
+        let fits = index.shape() == src.shape()
+            && index.rank() == self.rank()
+            && index
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(d, (&i, &s))| d == ax || i <= s);
+        if !fits {
+            return Err(Error::shape(
+                "scatter_add",
+                &[self.shape(), index.shape(), src.shape()],
+                format!("index and src need one shape, with self's rank and sizes no larger than self's except along axis {ax}"),
+            ));
+        }
+        self.add(&Tensor::scatter_add_raw(index, src, ax, self.shape()))
+    }
+
+    /// Rows of `weight` `[vocab, dim]` picked by integer `ids` of any shape: `[..ids, dim]`.
+    pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        ensure_i32("embedding", ids)?;
+        if weight.rank() != 2 {
+            return Err(Error::shape(
+                "embedding",
+                &[weight.shape()],
+                "weight must be [vocab, dim]",
+            ));
+        }
+        let dim = weight.shape()[1];
+        let n = ids.numel();
+        let idx = ids.reshape(&[n, 1])?.expand(&[n, dim])?;
+        let rows = weight.gather(0, &idx)?;
+        let mut shape = ids.shape().to_vec();
+        shape.push(dim);
+        rows.reshape(&shape)
+    }
+
+    /// f32 one-hot rows `[..ids, classes]` for integer ids.
+    pub fn one_hot(ids: &Tensor, classes: usize) -> Result<Tensor> {
+        ensure_i32("one_hot", ids)?;
+        let c = Tensor::arange_i32(0, classes as i32, 1)?;
+        ids.unsqueeze(-1)?.eq(&c)
+    }
+}

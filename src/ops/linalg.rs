@@ -1,0 +1,70 @@
+//! Matrix products.
+
+use crate::op::Op;
+use crate::shape::broadcast_shapes;
+use crate::{DType, Error, Result, Tensor};
+
+impl Tensor {
+    /// Batched matrix product with NumPy semantics: `[..., m, k] @ [..., k, n]`,
+    /// batch axes broadcast; a 1-D operand is treated as a row (left) or column
+    /// (right) vector and that axis is dropped from the result.
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        crate::ops::ensure_f32("matmul", self)?;
+        crate::ops::ensure_f32("matmul", other)?;
+        if self.rank() == 0 || other.rank() == 0 {
+            return Err(Error::shape(
+                "matmul",
+                &[self.shape(), other.shape()],
+                "operands need at least 1 axis; use mul for scalars",
+            ));
+        }
+        let a = if self.rank() == 1 {
+            self.unsqueeze(0)?
+        } else {
+            self.clone()
+        };
+        let b = if other.rank() == 1 {
+            other.unsqueeze(1)?
+        } else {
+            other.clone()
+        };
+        let (ra, rb) = (a.rank(), b.rank());
+        let (m, k) = (a.shape()[ra - 2], a.shape()[ra - 1]);
+        let (k2, n) = (b.shape()[rb - 2], b.shape()[rb - 1]);
+        if k != k2 {
+            return Err(Error::shape(
+                "matmul",
+                &[self.shape(), other.shape()],
+                format!("inner sizes differ ({k} vs {k2}); the left operand's last axis must equal the right operand's second-to-last"),
+            ));
+        }
+        let batch = broadcast_shapes("matmul", &a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
+        let mut sa = batch.clone();
+        sa.extend([m, k]);
+        let mut sb = batch.clone();
+        sb.extend([k, n]);
+        let mut out = batch;
+        out.extend([m, n]);
+        let r = Tensor::from_op(
+            Op::MatMul,
+            vec![a.expand(&sa)?, b.expand(&sb)?],
+            out.clone(),
+            DType::F32,
+        );
+        let r = if self.rank() == 1 { r.squeeze(-2)? } else { r };
+        if other.rank() == 1 {
+            r.squeeze(-1)
+        } else {
+            Ok(r)
+        }
+    }
+
+    /// `x @ w^T + b` with `w` stored `[out, in]` (PyTorch's layout).
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let y = self.matmul(&weight.t()?)?;
+        match bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Losses (mean over the batch).
+
+use crate::ops::{ensure_f32, ensure_i32};
+use crate::{Error, Result, Tensor};
+
+impl Tensor {
+    /// Mean squared error.
+    pub fn mse_loss(&self, target: &Tensor) -> Result<Tensor> {
+        if self.shape() != target.shape() {
+            return Err(Error::shape(
+                "mse_loss",
+                &[self.shape(), target.shape()],
+                "prediction and target need the same shape",
+            ));
+        }
+        Ok(self.sub(target)?.square().mean_all())
+    }
+
+    /// Cross-entropy of logits `[n, classes]` against integer labels `[n]`,
+    /// with optional label smoothing.
+    pub fn cross_entropy(&self, labels: &Tensor, label_smoothing: f32) -> Result<Tensor> {
+        ensure_f32("cross_entropy", self)?;
+        ensure_i32("cross_entropy", labels)?;
+        if self.rank() != 2 || labels.shape() != [self.shape()[0]] {
+            return Err(Error::shape(
+                "cross_entropy",
+                &[self.shape(), labels.shape()],
+                "logits must be [batch, classes] and labels [batch]",
+            ));
+        }
+        if !(0.0..1.0).contains(&label_smoothing) {
+            return Err(Error::param(
+                "cross_entropy",
+                format!("label_smoothing {label_smoothing} must lie in [0, 1)"),
+            ));
+        }
+        let logp = self.log_softmax(-1)?;
+        let picked = logp.gather(1, &labels.unsqueeze(1)?)?;
+        let nll = picked.mean_all().neg();
+        if label_smoothing == 0.0 {
+            return Ok(nll);
+        }
+        let classes = self.shape()[1] as f32;
+        let uniform = logp.mean_all().mul_scalar(-classes);
+        Ok(nll
+            .mul_scalar(1.0 - label_smoothing)
+            .add(&uniform.mul_scalar(label_smoothing / classes))?)
+    }
+
+    /// Binary cross-entropy on logits (stable: never forms the sigmoid).
+    pub fn bce_with_logits(&self, target: &Tensor) -> Result<Tensor> {
+        ensure_f32("bce_with_logits", self)?;
+        if self.shape() != target.shape() {
+            return Err(Error::shape(
+                "bce_with_logits",
+                &[self.shape(), target.shape()],
+                "logits and targets need the same shape",
+            ));
+        }
+        // softplus(x) - x * t  ==  -[t log s(x) + (1 - t) log(1 - s(x))]
+        Ok(self.softplus().sub(&self.mul(target)?)?.mean_all())
+    }
+}

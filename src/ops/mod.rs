@@ -1,0 +1,52 @@
+//! The public tensor operations. Each validates its operands (errors name the
+//! op, shapes and a fix) and builds primitive nodes; composites are plain
+//! Rust over the primitives, so they get gradients and every backend for free.
+
+pub mod activation;
+pub mod conv;
+pub mod elementwise;
+pub mod index;
+pub mod linalg;
+pub mod loss;
+pub mod movement;
+pub mod reduce;
+
+use crate::{DType, Error, Result, Tensor};
+
+pub(crate) fn ensure_f32(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType {
+            op,
+            expected: "f32".into(),
+            got: t.dtype().to_string(),
+            hint: "convert with .cast(DType::F32)".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn ensure_i32(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::I32 {
+        return Err(Error::DType {
+            op,
+            expected: "i32 indices".into(),
+            got: t.dtype().to_string(),
+            hint: "build indices with from_slice_i32 or convert with .cast(DType::I32)".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn ensure_rank(op: &'static str, t: &Tensor, rank: usize, what: &str) -> Result<()> {
+    if t.rank() != rank {
+        return Err(Error::shape(
+            op,
+            &[t.shape()],
+            format!(
+                "expected a rank-{rank} tensor ({what}), got rank {}",
+                t.rank()
+            ),
+        ));
+    }
+    Ok(())
+}

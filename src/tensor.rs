@@ -1,0 +1,454 @@
+//! `Tensor`: a cheap handle to a node of a lazy graph. Building expressions
+//! computes nothing; `realize`, `to_vec` and `item` run the graph.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::backend::{Storage, Value};
+use crate::op::Op;
+use crate::shape::{numel, Layout};
+use crate::{Error, Result};
+
+/// Element types. Comparisons yield f32 masks (0.0 / 1.0); i32 carries labels
+/// and indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    I32,
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+        })
+    }
+}
+
+/// Where a tensor's graph runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The pure-Rust backend: the executable specification, multi-threaded.
+    Cpu,
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+        }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static NO_GRAD_DEPTH: Cell<usize> = const { Cell::new(0) };
+    static RNG_STATE: Cell<u64> = const { Cell::new(0x5eed_5eed_5eed_5eed) };
+    static DEFAULT_DEVICE: std::cell::RefCell<Device> = const { std::cell::RefCell::new(Device::Cpu) };
+}
+
+/// The device new leaf tensors (data, constants, random) are placed on, for this thread.
+pub fn default_device() -> Device {
+    DEFAULT_DEVICE.with(|d| d.borrow().clone())
+}
+
+/// Run `f` with `device` as this thread's default device, restoring the old one after.
+pub fn with_device<R>(device: Device, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Device>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(d) = self.0.take() {
+                DEFAULT_DEVICE.with(|cell| *cell.borrow_mut() = d);
+            }
+        }
+    }
+    let old = DEFAULT_DEVICE.with(|cell| std::mem::replace(&mut *cell.borrow_mut(), device));
+    let _restore = Restore(Some(old));
+    f()
+}
+
+/// Seed this thread's generator; every later `rand`/`randn`/`dropout` on this
+/// thread draws from it, so a run is reproducible.
+pub fn manual_seed(seed: u64) {
+    RNG_STATE.with(|s| s.set(splitmix64(seed ^ 0x9e37_79b9_7f4a_7c15)));
+}
+
+pub(crate) fn next_seed() -> u64 {
+    RNG_STATE.with(|s| {
+        let v = splitmix64(s.get());
+        s.set(v);
+        v
+    })
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Run `f` without recording gradients: tensors built inside do not require grad.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            NO_GRAD_DEPTH.with(|d| d.set(d.get() - 1));
+        }
+    }
+    NO_GRAD_DEPTH.with(|d| d.set(d.get() + 1));
+    let _guard = Guard;
+    f()
+}
+
+pub(crate) fn grad_enabled() -> bool {
+    NO_GRAD_DEPTH.with(|d| d.get() == 0)
+}
+
+pub(crate) struct Node {
+    pub id: u64,
+    pub op: Op,
+    pub inputs: Vec<Tensor>,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub device: Device,
+    pub requires_grad: bool,
+    /// Set once the node has been computed (or at creation for `Op::Buffer`).
+    pub value: OnceLock<Value>,
+}
+
+impl Drop for Node {
+    // Dropping a long chain recursively could overflow the stack; unlink it
+    // iteratively instead.
+    fn drop(&mut self) {
+        let mut stack = std::mem::take(&mut self.inputs);
+        while let Some(t) = stack.pop() {
+            if let Ok(mut node) = Arc::try_unwrap(t.0) {
+                stack.append(&mut node.inputs);
+            }
+        }
+    }
+}
+
+/// A handle to a lazily computed n-dimensional array. Cloning is cheap.
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Node>);
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor(#{} {} {:?} {}{})",
+            self.0.id,
+            self.0.op.name(),
+            self.0.shape,
+            self.0.dtype,
+            if self.0.requires_grad { " grad" } else { "" }
+        )
+    }
+}
+
+impl Tensor {
+    /// A new node; `shape` and `dtype` must already be validated by the caller.
+    pub(crate) fn from_op(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType) -> Tensor {
+        let differentiable = dtype == DType::F32
+            && !matches!(
+                op,
+                Op::Detach
+                    | Op::Cast(_)
+                    | Op::Binary(crate::op::BinaryOp::CmpLt)
+                    | Op::Binary(crate::op::BinaryOp::CmpEq)
+            );
+        let requires_grad =
+            differentiable && grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
+        let device = inputs
+            .first()
+            .map(|t| t.0.device.clone())
+            .unwrap_or_else(default_device);
+        Tensor(Arc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            op,
+            inputs,
+            shape,
+            dtype,
+            device,
+            requires_grad,
+            value: OnceLock::new(),
+        }))
+    }
+
+    pub(crate) fn from_value(value: Value, requires_grad: bool) -> Tensor {
+        let dtype = value.storage.dtype();
+        let shape = value.layout.shape.clone();
+        let cell = OnceLock::new();
+        let _ = cell.set(value);
+        Tensor(Arc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            op: Op::Buffer,
+            inputs: vec![],
+            shape,
+            dtype,
+            device: default_device(),
+            requires_grad,
+            value: cell,
+        }))
+    }
+
+    fn from_storage(op: &'static str, storage: Storage, shape: &[usize]) -> Result<Tensor> {
+        if storage.len() != numel(shape) {
+            return Err(Error::shape(
+                op,
+                &[&[storage.len()], shape],
+                format!(
+                    "{} values cannot fill shape {:?} ({} elements); pass a shape whose sizes multiply to the data length",
+                    storage.len(),
+                    shape,
+                    numel(shape)
+                ),
+            ));
+        }
+        Ok(Tensor::from_value(
+            Value {
+                storage: Arc::new(storage),
+                layout: Layout::contiguous(shape),
+            },
+            false,
+        ))
+    }
+
+    // ---------------------------------------------------------------- creation
+
+    /// f32 data in row-major order.
+    pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_storage("from_slice", Storage::F32(data.to_vec()), shape)
+    }
+
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_storage("from_vec", Storage::F32(data), shape)
+    }
+
+    /// i32 data (labels, indices) in row-major order.
+    pub fn from_slice_i32(data: &[i32], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_storage("from_slice_i32", Storage::I32(data.to_vec()), shape)
+    }
+
+    pub fn scalar(v: f32) -> Tensor {
+        Tensor::full(&[], v)
+    }
+
+    pub fn full(shape: &[usize], v: f32) -> Tensor {
+        Tensor::from_op(Op::Full(v), vec![], shape.to_vec(), DType::F32)
+    }
+
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    pub fn zeros_like(&self) -> Tensor {
+        Tensor::zeros(self.shape())
+    }
+
+    pub fn ones_like(&self) -> Tensor {
+        Tensor::ones(self.shape())
+    }
+
+    /// `start, start+step, ...` below `end` (f32).
+    pub fn arange(start: f32, end: f32, step: f32) -> Result<Tensor> {
+        let n = arange_len("arange", start as f64, end as f64, step as f64)?;
+        Ok(Tensor::from_op(
+            Op::Arange {
+                start: start as f64,
+                step: step as f64,
+            },
+            vec![],
+            vec![n],
+            DType::F32,
+        ))
+    }
+
+    /// `start, start+step, ...` below `end` (i32).
+    pub fn arange_i32(start: i32, end: i32, step: i32) -> Result<Tensor> {
+        let n = arange_len("arange_i32", start as f64, end as f64, step as f64)?;
+        Ok(Tensor::from_op(
+            Op::Arange {
+                start: start as f64,
+                step: step as f64,
+            },
+            vec![],
+            vec![n],
+            DType::I32,
+        ))
+    }
+
+    /// Uniform in [0, 1), from the thread's seeded generator (`manual_seed`).
+    pub fn rand(shape: &[usize]) -> Tensor {
+        Tensor::rand_seeded(shape, next_seed())
+    }
+
+    /// Uniform in [0, 1) with an explicit seed: same seed, same values, on every backend.
+    pub fn rand_seeded(shape: &[usize], seed: u64) -> Tensor {
+        Tensor::from_op(Op::Rand { seed }, vec![], shape.to_vec(), DType::F32)
+    }
+
+    /// Standard normal (Box-Muller over two uniform streams).
+    pub fn randn(shape: &[usize]) -> Tensor {
+        let u1 = Tensor::rand(shape);
+        let u2 = Tensor::rand(shape);
+        // 1 - u lies in (0, 1], so the log is finite.
+        let r = u1.neg().add_scalar(1.0).log().mul_scalar(-2.0).sqrt();
+        let theta = u2.mul_scalar(2.0 * std::f32::consts::PI);
+        r.mul(&theta.cos()).expect("same shapes")
+    }
+
+    // ---------------------------------------------------------------- facts
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
+    /// A unique id of the node (stable for the handle's lifetime).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    pub fn is_realized(&self) -> bool {
+        self.0.value.get().is_some()
+    }
+
+    pub(crate) fn op(&self) -> &Op {
+        &self.0.op
+    }
+
+    pub(crate) fn inputs(&self) -> &[Tensor] {
+        &self.0.inputs
+    }
+
+    // ---------------------------------------------------------------- gradients
+
+    /// This tensor as a gradient leaf: `backward` computes its gradient and
+    /// stops there.
+    pub fn with_grad(&self) -> Tensor {
+        if let (Op::Buffer, Some(v)) = (&self.0.op, self.0.value.get()) {
+            return Tensor::from_value(v.clone(), self.dtype() == DType::F32);
+        }
+        let mut t = Tensor::from_op(
+            Op::Detach,
+            vec![self.clone()],
+            self.shape().to_vec(),
+            self.dtype(),
+        );
+        if let Some(node) = Arc::get_mut(&mut t.0) {
+            node.requires_grad = self.dtype() == DType::F32;
+        }
+        t
+    }
+
+    /// The same values, cut off from the graph: no gradient flows through.
+    /// A realized tensor becomes a plain buffer, which frees the graph behind it.
+    pub fn detach(&self) -> Tensor {
+        if let Some(v) = self.0.value.get() {
+            return Tensor::from_value(v.clone(), false);
+        }
+        Tensor::from_op(
+            Op::Detach,
+            vec![self.clone()],
+            self.shape().to_vec(),
+            self.dtype(),
+        )
+    }
+
+    // ---------------------------------------------------------------- running
+
+    /// Compute this tensor (and everything it needs) now.
+    pub fn realize(&self) -> Result<&Tensor> {
+        crate::schedule::realize(std::slice::from_ref(self))?;
+        Ok(self)
+    }
+
+    /// Compute several tensors in one schedule, so shared work runs once
+    /// (e.g. a loss and its gradients).
+    pub fn realize_all(tensors: &[Tensor]) -> Result<()> {
+        crate::schedule::realize(tensors)
+    }
+
+    pub(crate) fn value(&self) -> Result<Value> {
+        if let Some(v) = self.0.value.get() {
+            return Ok(v.clone());
+        }
+        self.realize()?;
+        Ok(self.0.value.get().expect("realized").clone())
+    }
+
+    /// The values in row-major order, as f32 (i32 tensors are converted).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let v = self.value()?;
+        Ok(match v.storage.as_ref() {
+            Storage::F32(d) => v.layout_gather(d),
+            Storage::I32(d) => v.layout_gather(d).into_iter().map(|x| x as f32).collect(),
+        })
+    }
+
+    /// The values of an i32 tensor in row-major order.
+    pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
+        let v = self.value()?;
+        match v.storage.as_ref() {
+            Storage::I32(d) => Ok(v.layout_gather(d)),
+            Storage::F32(_) => Err(Error::DType {
+                op: "to_vec_i32",
+                expected: "i32".into(),
+                got: "f32".into(),
+                hint: "use to_vec() for f32 tensors".into(),
+            }),
+        }
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(Error::shape(
+                "item",
+                &[self.shape()],
+                "item() needs exactly one element; reduce first (sum/mean) or use to_vec()",
+            ));
+        }
+        Ok(self.to_vec()?[0])
+    }
+}
+
+fn arange_len(op: &'static str, start: f64, end: f64, step: f64) -> Result<usize> {
+    if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+        return Err(Error::param(
+            op,
+            format!("step must be finite and non-zero, got start {start}, end {end}, step {step}"),
+        ));
+    }
+    Ok(((end - start) / step).ceil().max(0.0) as usize)
+}
