@@ -354,8 +354,11 @@ impl Tensor {
     // ---------------------------------------------------------------- gradients
 
     /// This tensor as a gradient leaf: `backward` computes its gradient and
-    /// stops there.
+    /// stops there. A tensor that already requires grad is returned as is.
     pub fn with_grad(&self) -> Tensor {
+        if self.requires_grad() {
+            return self.clone();
+        }
         if let (Op::Buffer, Some(v)) = (&self.0.op, self.0.value.get()) {
             return Tensor::from_value(v.clone(), self.dtype() == DType::F32);
         }

@@ -1,0 +1,271 @@
+//! Optimizers. A step differentiates the loss, builds the update as lazy
+//! nodes, and realizes loss, new parameters and new optimizer state in one
+//! schedule, so forward, backward and update run together.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::{no_grad, Error, Result, Tensor};
+
+/// A trainable tensor shared between a model and its optimizer: the model
+/// reads the current value, the optimizer replaces it after each step.
+#[derive(Clone, Debug)]
+pub struct Parameter(Arc<Mutex<Tensor>>);
+
+impl Parameter {
+    /// Realizes `init` and marks it as a gradient leaf.
+    pub fn new(init: Tensor) -> Result<Parameter> {
+        init.realize()?;
+        Ok(Parameter(Arc::new(Mutex::new(init.detach().with_grad()))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tensor> {
+        // A poisoned lock only means another thread panicked mid-assignment of
+        // a whole handle, which cannot leave it half-written.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current value (a gradient leaf).
+    pub fn get(&self) -> Tensor {
+        self.lock().clone()
+    }
+
+    /// Replace the value; it must keep the shape.
+    pub fn set(&self, value: Tensor) -> Result<()> {
+        let mut cur = self.lock();
+        if value.shape() != cur.shape() {
+            return Err(Error::shape(
+                "Parameter::set",
+                &[cur.shape(), value.shape()],
+                "a parameter keeps its shape",
+            ));
+        }
+        value.realize()?;
+        *cur = value.detach().with_grad();
+        Ok(())
+    }
+
+    pub fn shape(&self) -> Vec<usize> {
+        self.lock().shape().to_vec()
+    }
+}
+
+/// One optimization step for the loss; returns the loss value.
+pub trait Optimizer {
+    fn step(&mut self, loss: &Tensor) -> Result<f32>;
+    fn learning_rate(&self) -> f32;
+    fn set_learning_rate(&mut self, lr: f32);
+}
+
+fn check_loss(loss: &Tensor) -> Result<()> {
+    if loss.numel() != 1 {
+        return Err(Error::Grad(format!(
+            "the loss must be a scalar, got shape {:?}",
+            loss.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// Realize the loss with the new values, then commit them; a non-finite loss
+/// stops before anything is overwritten.
+fn commit(
+    loss: &Tensor,
+    params: &[Parameter],
+    new_params: Vec<Tensor>,
+    state: &mut [&mut Vec<Tensor>],
+    new_state: Vec<Vec<Tensor>>,
+) -> Result<f32> {
+    let mut all = vec![loss.clone()];
+    all.extend(new_params.iter().cloned());
+    new_state.iter().for_each(|s| all.extend(s.iter().cloned()));
+    Tensor::realize_all(&all)?;
+    let value = loss.item()?;
+    if !value.is_finite() {
+        return Err(Error::Grad(format!(
+            "the loss is {value}; parameters were left unchanged (lower the learning rate or check the inputs)"
+        )));
+    }
+    for (p, v) in params.iter().zip(new_params) {
+        p.set(v)?;
+    }
+    for (slot, fresh) in state.iter_mut().zip(new_state) {
+        **slot = fresh.into_iter().map(|t| t.detach()).collect();
+    }
+    Ok(value)
+}
+
+/// Gradient descent with optional momentum, Nesterov momentum and L2 weight
+/// decay (added to the gradient). `momentum = 0` is plain gradient descent.
+pub struct Sgd {
+    params: Vec<Parameter>,
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+    velocity: Vec<Tensor>,
+}
+
+impl Sgd {
+    pub fn new(params: Vec<Parameter>, lr: f32) -> Sgd {
+        let velocity = params.iter().map(|p| Tensor::zeros(&p.shape())).collect();
+        Sgd {
+            params,
+            lr,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            velocity,
+        }
+    }
+
+    pub fn momentum(mut self, momentum: f32, nesterov: bool) -> Sgd {
+        self.momentum = momentum;
+        self.nesterov = nesterov;
+        self
+    }
+
+    pub fn weight_decay(mut self, wd: f32) -> Sgd {
+        self.weight_decay = wd;
+        self
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, loss: &Tensor) -> Result<f32> {
+        check_loss(loss)?;
+        let grads = loss.backward()?;
+        let (new_p, new_v) = no_grad(|| -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+            let mut new_p = Vec::new();
+            let mut new_v = Vec::new();
+            for (param, v) in self.params.iter().zip(&self.velocity) {
+                let p = param.get();
+                let mut g = grads.get_or_zeros(&p);
+                if self.weight_decay != 0.0 {
+                    g = g.add(&p.mul_scalar(self.weight_decay))?;
+                }
+                if self.momentum != 0.0 {
+                    let v2 = v.mul_scalar(self.momentum).add(&g)?;
+                    g = if self.nesterov {
+                        g.add(&v2.mul_scalar(self.momentum))?
+                    } else {
+                        v2.clone()
+                    };
+                    new_v.push(v2);
+                } else {
+                    new_v.push(v.clone());
+                }
+                new_p.push(p.sub(&g.mul_scalar(self.lr))?);
+            }
+            Ok((new_p, new_v))
+        })?;
+        commit(
+            loss,
+            &self.params,
+            new_p,
+            &mut [&mut self.velocity],
+            vec![new_v],
+        )
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+}
+
+/// Adam (Kingma & Ba) with Keras' defaults (beta1 0.9, beta2 0.999, eps 1e-7);
+/// `weight_decay` is decoupled (AdamW) when nonzero.
+pub struct Adam {
+    params: Vec<Parameter>,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    step: i32,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl Adam {
+    pub fn new(params: Vec<Parameter>, lr: f32) -> Adam {
+        let zeros = |p: &Parameter| Tensor::zeros(&p.shape());
+        Adam {
+            m: params.iter().map(zeros).collect(),
+            v: params.iter().map(zeros).collect(),
+            params,
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            step: 0,
+        }
+    }
+
+    /// AdamW: decay the weights by `lr * wd` each step, apart from the gradient.
+    pub fn weight_decay(mut self, wd: f32) -> Adam {
+        self.weight_decay = wd;
+        self
+    }
+
+    pub fn eps(mut self, eps: f32) -> Adam {
+        self.eps = eps;
+        self
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, loss: &Tensor) -> Result<f32> {
+        check_loss(loss)?;
+        let grads = loss.backward()?;
+        let t = self.step + 1;
+        let c1 = 1.0 - self.beta1.powi(t);
+        let c2 = 1.0 - self.beta2.powi(t);
+        let (new_p, new_m, new_v) =
+            no_grad(|| -> Result<(Vec<Tensor>, Vec<Tensor>, Vec<Tensor>)> {
+                let (mut np, mut nm, mut nv) = (Vec::new(), Vec::new(), Vec::new());
+                for ((param, m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
+                    let p = param.get();
+                    let g = grads.get_or_zeros(&p);
+                    let m2 = m
+                        .mul_scalar(self.beta1)
+                        .add(&g.mul_scalar(1.0 - self.beta1))?;
+                    let v2 = v
+                        .mul_scalar(self.beta2)
+                        .add(&g.square().mul_scalar(1.0 - self.beta2))?;
+                    let update = m2
+                        .div_scalar(c1)
+                        .div(&v2.div_scalar(c2).sqrt().add_scalar(self.eps))?;
+                    let mut p2 = p.sub(&update.mul_scalar(self.lr))?;
+                    if self.weight_decay != 0.0 {
+                        p2 = p2.sub(&p.mul_scalar(self.lr * self.weight_decay))?;
+                    }
+                    np.push(p2);
+                    nm.push(m2);
+                    nv.push(v2);
+                }
+                Ok((np, nm, nv))
+            })?;
+        let value = commit(
+            loss,
+            &self.params,
+            new_p,
+            &mut [&mut self.m, &mut self.v],
+            vec![new_m, new_v],
+        )?;
+        self.step = t;
+        Ok(value)
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+}
