@@ -54,7 +54,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn param(op: &'static str, msg: impl Into<String>) -> Self {
+    pub fn param(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Param {
             op,
             msg: msg.into(),

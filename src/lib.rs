@@ -12,6 +12,7 @@
 
 pub mod autodiff;
 pub mod backend;
+pub mod bench;
 pub mod error;
 pub mod op;
 pub mod ops;

@@ -26,21 +26,21 @@ fn positive(shape: &[usize], seed: u64) -> Tensor {
 
 fn unary_ops() -> Result<()> {
     let x = rt(&[7], 1);
-    gradcheck(&[x.clone()], |v| Ok(v[0].neg()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].exp()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].sin()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].cos()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].tanh()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].erf()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].square()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].neg()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].exp()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].sin()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].cos()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].tanh()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].erf()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].square()));
     let p = positive(&[7], 2);
-    gradcheck(&[p.clone()], |v| Ok(v[0].log()));
-    gradcheck(&[p.clone()], |v| Ok(v[0].sqrt()));
-    gradcheck(&[p.clone()], |v| Ok(v[0].recip()));
-    gradcheck(&[p.clone()], |v| Ok(v[0].pow_scalar(1.5)));
+    gradcheck(vec![p.clone()], |v| Ok(v[0].log()));
+    gradcheck(vec![p.clone()], |v| Ok(v[0].sqrt()));
+    gradcheck(vec![p.clone()], |v| Ok(v[0].recip()));
+    gradcheck(vec![p.clone()], |v| Ok(v[0].pow_scalar(1.5)));
     let d = distinct(&[9], 3);
-    gradcheck(&[d.clone()], |v| Ok(v[0].abs()));
-    gradcheck(&[d.clone()], |v| v[0].clamp(-0.1, 0.1));
+    gradcheck(vec![d.clone()], |v| Ok(v[0].abs()));
+    gradcheck(vec![d.clone()], |v| v[0].clamp(-0.1, 0.1));
     Ok(())
 }
 
@@ -48,23 +48,23 @@ fn binary_ops_broadcast() -> Result<()> {
     let a = rt(&[3, 4], 1);
     let row = positive(&[4], 2);
     let col = rt(&[3, 1], 3);
-    gradcheck(&[a.clone(), row.clone()], |v| v[0].add(&v[1]));
-    gradcheck(&[a.clone(), col.clone()], |v| v[0].sub(&v[1]));
-    gradcheck(&[a.clone(), col.clone()], |v| v[0].mul(&v[1]));
-    gradcheck(&[a.clone(), row.clone()], |v| v[0].div(&v[1]));
-    gradcheck(&[row.clone(), col.clone()], |v| v[1].mul(&v[0]));
-    gradcheck(&[positive(&[5], 4), rt(&[5], 5)], |v| v[0].pow(&v[1]));
+    gradcheck(vec![a.clone(), row.clone()], |v| v[0].add(&v[1]));
+    gradcheck(vec![a.clone(), col.clone()], |v| v[0].sub(&v[1]));
+    gradcheck(vec![a.clone(), col.clone()], |v| v[0].mul(&v[1]));
+    gradcheck(vec![a.clone(), row.clone()], |v| v[0].div(&v[1]));
+    gradcheck(vec![row.clone(), col.clone()], |v| v[1].mul(&v[0]));
+    gradcheck(vec![positive(&[5], 4), rt(&[5], 5)], |v| v[0].pow(&v[1]));
     // reuse of one input: x*x + x
-    gradcheck(&[a.clone()], |v| v[0].mul(&v[0])?.add(&v[0]));
+    gradcheck(vec![a.clone()], |v| v[0].mul(&v[0])?.add(&v[0]));
     let (p, q) = (distinct(&[2, 5], 6), distinct(&[2, 5], 7));
-    gradcheck(&[p.clone(), q.clone()], |v| v[0].maximum(&v[1]));
-    gradcheck(&[p.clone(), q.clone()], |v| v[0].minimum(&v[1]));
+    gradcheck(vec![p.clone(), q.clone()], |v| v[0].maximum(&v[1]));
+    gradcheck(vec![p.clone(), q.clone()], |v| v[0].minimum(&v[1]));
     Ok(())
 }
 
 fn where_op() -> Result<()> {
     let c = rt(&[6], 1).gt_scalar(0.0);
-    gradcheck(&[rt(&[6], 2), rt(&[1], 3)], move |v| {
+    gradcheck(vec![rt(&[6], 2), rt(&[1], 3)], move |v| {
         Tensor::where_(&c, &v[0], &v[1])
     });
     Ok(())
@@ -72,15 +72,15 @@ fn where_op() -> Result<()> {
 
 fn reductions() -> Result<()> {
     let x = rt(&[3, 4, 5], 1);
-    gradcheck(&[x.clone()], |v| v[0].sum(&[1], false));
-    gradcheck(&[x.clone()], |v| v[0].sum(&[0, 2], true));
-    gradcheck(&[x.clone()], |v| Ok(v[0].sum_all()));
-    gradcheck(&[x.clone()], |v| v[0].mean(&[-1], false));
-    gradcheck(&[x.clone()], |v| v[0].var(&[1], false));
+    gradcheck(vec![x.clone()], |v| v[0].sum(&[1], false));
+    gradcheck(vec![x.clone()], |v| v[0].sum(&[0, 2], true));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].sum_all()));
+    gradcheck(vec![x.clone()], |v| v[0].mean(&[-1], false));
+    gradcheck(vec![x.clone()], |v| v[0].var(&[1], false));
     let d = distinct(&[3, 4, 5], 2);
-    gradcheck(&[d.clone()], |v| v[0].max(&[2], false));
-    gradcheck(&[d.clone()], |v| v[0].max(&[0, 1], true));
-    gradcheck(&[d.clone()], |v| v[0].min(&[1], false));
+    gradcheck(vec![d.clone()], |v| v[0].max(&[2], false));
+    gradcheck(vec![d.clone()], |v| v[0].max(&[0, 1], true));
+    gradcheck(vec![d.clone()], |v| v[0].min(&[1], false));
     Ok(())
 }
 
@@ -93,34 +93,34 @@ fn tied_max_splits_gradient() -> Result<()> {
 
 fn views() -> Result<()> {
     let x = rt(&[2, 3, 4], 1);
-    gradcheck(&[x.clone()], |v| v[0].reshape(&[6, 4]));
-    gradcheck(&[x.clone()], |v| v[0].permute(&[2, 0, 1]));
-    gradcheck(&[x.clone()], |v| {
+    gradcheck(vec![x.clone()], |v| v[0].reshape(&[6, 4]));
+    gradcheck(vec![x.clone()], |v| v[0].permute(&[2, 0, 1]));
+    gradcheck(vec![x.clone()], |v| {
         v[0].transpose(0, 2)?.contiguous().reshape(&[24])
     });
-    gradcheck(&[rt(&[3, 1], 2)], |v| v[0].expand(&[2, 3, 5]));
-    gradcheck(&[x.clone()], |v| v[0].slice(2, 1, 3));
-    gradcheck(&[x.clone()], |v| v[0].pad(&[(1, 0), (0, 2), (1, 1)]));
-    gradcheck(&[x.clone()], |v| v[0].flatten(1, 2)?.unsqueeze(0));
-    gradcheck(&[rt(&[2, 3], 3), rt(&[1, 3], 4)], |v| {
+    gradcheck(vec![rt(&[3, 1], 2)], |v| v[0].expand(&[2, 3, 5]));
+    gradcheck(vec![x.clone()], |v| v[0].slice(2, 1, 3));
+    gradcheck(vec![x.clone()], |v| v[0].pad(&[(1, 0), (0, 2), (1, 1)]));
+    gradcheck(vec![x.clone()], |v| v[0].flatten(1, 2)?.unsqueeze(0));
+    gradcheck(vec![rt(&[2, 3], 3), rt(&[1, 3], 4)], |v| {
         Tensor::cat(&[v[0].clone(), v[1].clone()], 0)
     });
-    gradcheck(&[rt(&[2, 3], 3), rt(&[2, 3], 4)], |v| {
+    gradcheck(vec![rt(&[2, 3], 3), rt(&[2, 3], 4)], |v| {
         Tensor::stack(&[v[0].clone(), v[1].clone()], 2)
     });
     Ok(())
 }
 
 fn matmul() -> Result<()> {
-    gradcheck(&[rt(&[7, 3], 1), rt(&[3, 5], 2)], |v| v[0].matmul(&v[1]));
-    gradcheck(&[rt(&[2, 1, 3, 4], 3), rt(&[3, 4, 2], 4)], |v| {
+    gradcheck(vec![rt(&[7, 3], 1), rt(&[3, 5], 2)], |v| v[0].matmul(&v[1]));
+    gradcheck(vec![rt(&[2, 1, 3, 4], 3), rt(&[3, 4, 2], 4)], |v| {
         v[0].matmul(&v[1])
     });
-    gradcheck(&[rt(&[4, 3], 5), rt(&[4, 5], 6)], |v| {
+    gradcheck(vec![rt(&[4, 3], 5), rt(&[4, 5], 6)], |v| {
         v[0].t()?.matmul(&v[1])
     });
-    gradcheck(&[rt(&[3], 7), rt(&[3, 2], 8)], |v| v[0].matmul(&v[1]));
-    gradcheck(&[rt(&[2, 3], 9), rt(&[4, 3], 10), rt(&[4], 11)], |v| {
+    gradcheck(vec![rt(&[3], 7), rt(&[3, 2], 8)], |v| v[0].matmul(&v[1]));
+    gradcheck(vec![rt(&[2, 3], 9), rt(&[4, 3], 10), rt(&[4], 11)], |v| {
         v[0].linear(&v[1], Some(&v[2]))
     });
     Ok(())
@@ -137,10 +137,12 @@ fn conv2d() -> Result<()> {
         let x = rt(&[2, 4, 6, 5], i as u64);
         let w = rt(&[4, 4 / opts.groups, 3, 3], 10 + i as u64);
         let b = rt(&[4], 20 + i as u64);
-        gradcheck(&[x, w, b], move |v| v[0].conv2d(&v[1], Some(&v[2]), opts));
+        gradcheck(vec![x, w, b], move |v| {
+            v[0].conv2d(&v[1], Some(&v[2]), opts)
+        });
     }
     // 1x1 (the pointwise fast path)
-    gradcheck(&[rt(&[2, 3, 4, 4], 1), rt(&[5, 3, 1, 1], 2)], |v| {
+    gradcheck(vec![rt(&[2, 3, 4, 4], 1), rt(&[5, 3, 1, 1], 2)], |v| {
         v[0].conv2d(&v[1], None, Conv2dOpts::default())
     });
     Ok(())
@@ -149,11 +151,11 @@ fn conv2d() -> Result<()> {
 fn conv_transpose2d() -> Result<()> {
     let opts = Conv2dOpts::default().stride(2).padding(1);
     gradcheck(
-        &[rt(&[1, 4, 3, 3], 1), rt(&[4, 3, 3, 3], 2), rt(&[3], 3)],
+        vec![rt(&[1, 4, 3, 3], 1), rt(&[4, 3, 3, 3], 2), rt(&[3], 3)],
         move |v| v[0].conv_transpose2d(&v[1], Some(&v[2]), opts, (1, 1)),
     );
     let grouped = Conv2dOpts::default().groups(2);
-    gradcheck(&[rt(&[2, 4, 3, 3], 4), rt(&[4, 1, 2, 2], 5)], move |v| {
+    gradcheck(vec![rt(&[2, 4, 3, 3], 4), rt(&[4, 1, 2, 2], 5)], move |v| {
         v[0].conv_transpose2d(&v[1], None, grouped, (0, 0))
     });
     Ok(())
@@ -164,7 +166,7 @@ fn conv_transpose2d() -> Result<()> {
 fn conv_backward_filter_second_order() -> Result<()> {
     let opts = Conv2dOpts::default().stride(2).padding(1);
     let dy = rt(&[2, 3, 3, 3], 9);
-    gradcheck(&[rt(&[2, 2, 5, 5], 1), rt(&[3, 2, 3, 3], 2)], move |v| {
+    gradcheck(vec![rt(&[2, 2, 5, 5], 1), rt(&[3, 2, 3, 3], 2)], move |v| {
         let (x, w) = (v[0].with_grad(), v[1].with_grad());
         let g = x.conv2d(&w, None, opts)?.mul(&dy)?.sum_all().backward()?;
         Ok(g.get_or_zeros(&w))
@@ -174,13 +176,13 @@ fn conv_backward_filter_second_order() -> Result<()> {
 
 fn pooling() -> Result<()> {
     let x = distinct(&[2, 3, 5, 5], 1);
-    gradcheck(&[x.clone()], |v| v[0].max_pool2d(2, 2, 0));
-    gradcheck(&[x.clone()], |v| v[0].max_pool2d(3, 2, 1));
-    gradcheck(&[x.clone()], |v| v[0].avg_pool2d(2, 2, 0));
-    gradcheck(&[x.clone()], |v| v[0].avg_pool2d(3, 1, 1));
+    gradcheck(vec![x.clone()], |v| v[0].max_pool2d(2, 2, 0));
+    gradcheck(vec![x.clone()], |v| v[0].max_pool2d(3, 2, 1));
+    gradcheck(vec![x.clone()], |v| v[0].avg_pool2d(2, 2, 0));
+    gradcheck(vec![x.clone()], |v| v[0].avg_pool2d(3, 1, 1));
     // average pooling's backward, differentiated again
     let dy = rt(&[2, 3, 2, 2], 5);
-    gradcheck(&[x.clone()], move |v| {
+    gradcheck(vec![x.clone()], move |v| {
         let x = v[0].with_grad();
         let g = x
             .square()
@@ -196,39 +198,43 @@ fn pooling() -> Result<()> {
 fn gather_scatter() -> Result<()> {
     let idx = ti(&[2, 0, 1, 1, 0, 0], &[2, 3]);
     let i2 = idx.clone();
-    gradcheck(&[rt(&[2, 4], 1)], move |v| v[0].gather(1, &i2));
+    gradcheck(vec![rt(&[2, 4], 1)], move |v| v[0].gather(1, &i2));
     let i3 = idx.clone();
-    gradcheck(&[rt(&[2, 3], 2), rt(&[2, 3], 3)], move |v| {
+    gradcheck(vec![rt(&[2, 3], 2), rt(&[2, 3], 3)], move |v| {
         v[0].scatter_add(1, &i3, &v[1])
     });
     let ids = ti(&[3, 1, 3, 0], &[2, 2]);
-    gradcheck(&[rt(&[4, 3], 4)], move |v| Tensor::embedding(&v[0], &ids));
+    gradcheck(vec![rt(&[4, 3], 4)], move |v| {
+        Tensor::embedding(&v[0], &ids)
+    });
     Ok(())
 }
 
 fn activations() -> Result<()> {
     let x = distinct(&[3, 5], 1).mul_scalar(4.0);
-    gradcheck(&[x.clone()], |v| Ok(v[0].relu()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].leaky_relu(0.1)));
-    gradcheck(&[x.clone()], |v| Ok(v[0].gelu()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].gelu_tanh()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].sigmoid()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].silu()));
-    gradcheck(&[x.clone()], |v| Ok(v[0].softplus()));
-    gradcheck(&[x.clone()], |v| v[0].softmax(1));
-    gradcheck(&[x.clone()], |v| v[0].softmax(0));
-    gradcheck(&[x.clone()], |v| v[0].log_softmax(-1));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].relu()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].leaky_relu(0.1)));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].gelu()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].gelu_tanh()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].sigmoid()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].silu()));
+    gradcheck(vec![x.clone()], |v| Ok(v[0].softplus()));
+    gradcheck(vec![x.clone()], |v| v[0].softmax(1));
+    gradcheck(vec![x.clone()], |v| v[0].softmax(0));
+    gradcheck(vec![x.clone()], |v| v[0].log_softmax(-1));
     Ok(())
 }
 
 fn losses() -> Result<()> {
     let labels = ti(&[2, 0, 4], &[3]);
     let l2 = labels.clone();
-    gradcheck(&[rt(&[3, 5], 1)], move |v| v[0].cross_entropy(&l2, 0.0));
-    gradcheck(&[rt(&[3, 5], 1)], move |v| v[0].cross_entropy(&labels, 0.2));
-    gradcheck(&[rt(&[4], 2), rt(&[4], 3)], |v| v[0].mse_loss(&v[1]));
+    gradcheck(vec![rt(&[3, 5], 1)], move |v| v[0].cross_entropy(&l2, 0.0));
+    gradcheck(vec![rt(&[3, 5], 1)], move |v| {
+        v[0].cross_entropy(&labels, 0.2)
+    });
+    gradcheck(vec![rt(&[4], 2), rt(&[4], 3)], |v| v[0].mse_loss(&v[1]));
     let target = t(&[1.0, 0.0, 1.0, 0.0], &[4]);
-    gradcheck(&[rt(&[4], 4).mul_scalar(3.0)], move |v| {
+    gradcheck(vec![rt(&[4], 4).mul_scalar(3.0)], move |v| {
         v[0].bce_with_logits(&target)
     });
     Ok(())
@@ -236,7 +242,7 @@ fn losses() -> Result<()> {
 
 fn dropout() -> Result<()> {
     // Re-seeding inside makes every evaluation draw the same mask.
-    gradcheck(&[rt(&[50], 1)], |v| {
+    gradcheck(vec![rt(&[50], 1)], |v| {
         shadergrad::manual_seed(42);
         v[0].dropout(0.3, true)
     });

@@ -39,10 +39,7 @@ impl Tensor {
         if !valid {
             return Err(Error::shape(
                 "permute",
-                &[
-                    self.shape(),
-                    &perm.iter().map(|&p| p as usize).collect::<Vec<_>>(),
-                ],
+                &[self.shape(), perm],
                 format!(
                     "the permutation must list each of the axes 0..{} exactly once",
                     self.rank()

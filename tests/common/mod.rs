@@ -74,8 +74,8 @@ pub fn assert_tensor(x: &Tensor, shape: &[usize], want: &[f32]) {
 /// every output element's upstream gradient differs. f32 central differences
 /// with eps 1e-2 are accurate to about 1e-3 on smooth functions.
 #[track_caller]
-pub fn gradcheck(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
-    gradcheck_tol(inputs, 1e-2, 3e-3, 2e-2, f)
+pub fn gradcheck(inputs: Vec<Tensor>, f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+    gradcheck_tol(&inputs, 1e-2, 3e-3, 2e-2, f)
 }
 
 #[track_caller]

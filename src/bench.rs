@@ -1,0 +1,140 @@
+//! Kernel benchmarks shared by `cargo bench` and `shadergrad bench`: the
+//! matmul sizes and the three convolutions of the reference CIFAR-10 CNN,
+//! forward and both backward passes, timed at the kernel level.
+
+use std::time::{Duration, Instant};
+
+use crate::backend::{cpu, Value};
+use crate::op::{ConvGeom, Op};
+use crate::{DType, Result};
+
+/// One measured kernel.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    pub name: String,
+    pub flops: f64,
+    /// Median seconds per call.
+    pub seconds: f64,
+}
+
+impl BenchResult {
+    pub fn gflops(&self) -> f64 {
+        self.flops / self.seconds / 1e9
+    }
+}
+
+/// Median time of `f` over calls filling at least `budget` (after one warm-up).
+pub fn time_median(budget: Duration, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 3 || (start.elapsed() < budget && times.len() < 1000) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn filled(shape: &[usize], seed: u32) -> Value {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0
+                - 0.5
+        })
+        .collect();
+    Value::f32(data, shape)
+}
+
+/// The reference CNN's convolutions at batch 32: (name, x shape, weight shape).
+pub const CNN_CONVS: [(&str, [usize; 4], [usize; 4]); 3] = [
+    ("conv1 3->32 32x32", [32, 3, 32, 32], [32, 3, 3, 3]),
+    ("conv2 32->64 15x15", [32, 32, 15, 15], [64, 32, 3, 3]),
+    ("conv3 64->64 6x6", [32, 64, 6, 6], [64, 64, 3, 3]),
+];
+
+pub const MATMUL_SIZES: [usize; 3] = [256, 512, 1024];
+
+/// Run the CPU kernel cases whose names `keep` accepts, each for about `budget`.
+pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<BenchResult>> {
+    let mut out = Vec::new();
+    for &n in MATMUL_SIZES.iter().filter(|_| keep("matmul")) {
+        let (a, b) = (filled(&[n, n], 1), filled(&[n, n], 2));
+        let seconds = time_median(budget, || {
+            cpu::exec(&Op::MatMul, &[a.clone(), b.clone()], &[n, n], DType::F32).map(drop)
+        })?;
+        out.push(BenchResult {
+            name: format!("matmul {n}x{n}x{n}"),
+            flops: 2.0 * (n * n * n) as f64,
+            seconds,
+        });
+    }
+    let geom = ConvGeom {
+        stride: (1, 1),
+        padding: (0, 0),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    for (name, xs, ws) in CNN_CONVS.into_iter().filter(|(name, ..)| keep(name)) {
+        let ys = [xs[0], ws[0], xs[2] - ws[2] + 1, xs[3] - ws[3] + 1];
+        let flops = 2.0 * (ys.iter().product::<usize>() * xs[1] * ws[2] * ws[3]) as f64;
+        let (x, w, dy) = (filled(&xs, 3), filled(&ws, 4), filled(&ys, 5));
+        let cases = [
+            ("forward", Op::Conv2d(geom), [x.clone(), w.clone()], ys),
+            (
+                "backward-data",
+                Op::Conv2dBackwardData(geom),
+                [dy.clone(), w.clone()],
+                xs,
+            ),
+            (
+                "backward-filter",
+                Op::Conv2dBackwardFilter(geom),
+                [x.clone(), dy.clone()],
+                ws,
+            ),
+        ];
+        for (pass, op, inputs, shape) in cases {
+            let seconds = time_median(budget, || {
+                cpu::exec(&op, &inputs, &shape, DType::F32).map(drop)
+            })?;
+            out.push(BenchResult {
+                name: format!("{name} {pass}"),
+                flops,
+                seconds,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A plain table, or one JSON object per line with `json`.
+pub fn report(results: &[BenchResult], json: bool) -> String {
+    let mut s = String::new();
+    if !json {
+        s.push_str(&format!(
+            "{:<40} {:>12} {:>10}\n",
+            "kernel (cpu backend)", "ms", "GFLOP/s"
+        ));
+    }
+    for r in results {
+        if json {
+            s.push_str(&format!(
+                "{{\"name\": \"{}\", \"seconds\": {:.6e}, \"gflops\": {:.3}}}\n",
+                r.name,
+                r.seconds,
+                r.gflops()
+            ));
+        } else {
+            s.push_str(&format!(
+                "{:<40} {:>12.3} {:>10.1}\n",
+                r.name,
+                r.seconds * 1e3,
+                r.gflops()
+            ));
+        }
+    }
+    s
+}
