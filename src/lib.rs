@@ -13,13 +13,19 @@
 pub mod autodiff;
 pub mod backend;
 pub mod bench;
+pub mod data;
 pub mod error;
+pub mod io;
+pub mod models;
+pub mod nn;
 pub mod op;
 pub mod ops;
 pub mod optim;
-mod schedule;
+pub mod plot;
+pub mod schedule;
 pub mod shape;
 pub mod tensor;
+pub mod train;
 
 pub use autodiff::{grad, Gradients};
 pub use error::{Error, Result};

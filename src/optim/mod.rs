@@ -2,20 +2,57 @@
 //! nodes, and realizes loss, new parameters and new optimizer state in one
 //! schedule, so forward, backward and update run together.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+pub mod schedule;
+
+pub use schedule::{l1_penalty, l2_penalty, LrSchedule};
 
 use crate::{no_grad, Error, Result, Tensor};
 
-/// A trainable tensor shared between a model and its optimizer: the model
-/// reads the current value, the optimizer replaces it after each step.
+/// A tensor shared between a model and its optimizer: the model reads the
+/// current value, the optimizer replaces it after each step. Trainable
+/// parameters are gradient leaves; state (batch-norm running statistics) is not.
 #[derive(Clone, Debug)]
 pub struct Parameter(Arc<Mutex<Tensor>>);
 
+thread_local! {
+    /// State updates built during a forward pass, realized with the next step.
+    static PENDING: RefCell<Vec<(Parameter, Tensor)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Parameter {
-    /// Realizes `init` and marks it as a gradient leaf.
+    /// A trainable parameter: realizes `init` and marks it as a gradient leaf.
     pub fn new(init: Tensor) -> Result<Parameter> {
         init.realize()?;
         Ok(Parameter(Arc::new(Mutex::new(init.detach().with_grad()))))
+    }
+
+    /// Non-trainable state (no gradient).
+    pub fn state(init: Tensor) -> Result<Parameter> {
+        init.realize()?;
+        Ok(Parameter(Arc::new(Mutex::new(init.detach()))))
+    }
+
+    /// Replace the value with a lazy tensor now, and realize it with the next
+    /// optimizer step (or [`realize_pending`]) instead of on its own.
+    pub fn set_lazy(&self, value: Tensor) -> Result<()> {
+        let mut cur = self.lock();
+        if value.shape() != cur.shape() {
+            return Err(Error::shape(
+                "Parameter::set_lazy",
+                &[cur.shape(), value.shape()],
+                "a parameter keeps its shape",
+            ));
+        }
+        *cur = value.detach();
+        PENDING.with(|p| p.borrow_mut().push((self.clone(), cur.clone())));
+        Ok(())
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.lock().requires_grad()
     }
 
     fn lock(&self) -> MutexGuard<'_, Tensor> {
@@ -40,7 +77,12 @@ impl Parameter {
             ));
         }
         value.realize()?;
-        *cur = value.detach().with_grad();
+        let trainable = cur.requires_grad();
+        *cur = if trainable {
+            value.detach().with_grad()
+        } else {
+            value.detach()
+        };
         Ok(())
     }
 
@@ -51,9 +93,50 @@ impl Parameter {
 
 /// One optimization step for the loss; returns the loss value.
 pub trait Optimizer {
-    fn step(&mut self, loss: &Tensor) -> Result<f32>;
+    fn step(&mut self, loss: &Tensor) -> Result<f32> {
+        self.step_with(loss, &[])
+    }
+    /// A step that also realizes `extra` (metrics such as accuracy) in the
+    /// same schedule.
+    fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32>;
     fn learning_rate(&self) -> f32;
     fn set_learning_rate(&mut self, lr: f32);
+    /// Internal state by name (`optim.*`), for checkpoints.
+    fn state_tensors(&self) -> Vec<(String, Tensor)>;
+    /// Restore what `state_tensors` produced; `get` looks a name up.
+    fn load_state_tensors(&mut self, get: &dyn Fn(&str) -> Option<Tensor>) -> Result<()>;
+}
+
+fn named_state(prefix: &str, ts: &[Tensor]) -> Vec<(String, Tensor)> {
+    ts.iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{prefix}.{i}"), t.clone()))
+        .collect()
+}
+
+fn load_named(
+    get: &dyn Fn(&str) -> Option<Tensor>,
+    prefix: &str,
+    into: &mut [Tensor],
+) -> Result<()> {
+    for (i, slot) in into.iter_mut().enumerate() {
+        let name = format!("{prefix}.{i}");
+        let t = get(&name).ok_or_else(|| Error::Io {
+            path: name.clone(),
+            msg:
+                "optimizer state missing from the checkpoint (was it saved with another optimizer?)"
+                    .into(),
+        })?;
+        if t.shape() != slot.shape() {
+            return Err(Error::shape(
+                "load optimizer state",
+                &[slot.shape(), t.shape()],
+                format!("{name} has the wrong shape"),
+            ));
+        }
+        *slot = t;
+    }
+    Ok(())
 }
 
 fn check_loss(loss: &Tensor) -> Result<()> {
@@ -70,15 +153,17 @@ fn check_loss(loss: &Tensor) -> Result<()> {
 /// stops before anything is overwritten.
 fn commit(
     loss: &Tensor,
+    extra: &[Tensor],
     params: &[Parameter],
     new_params: Vec<Tensor>,
     state: &mut [&mut Vec<Tensor>],
     new_state: Vec<Vec<Tensor>>,
 ) -> Result<f32> {
     let mut all = vec![loss.clone()];
+    all.extend(extra.iter().cloned());
     all.extend(new_params.iter().cloned());
     new_state.iter().for_each(|s| all.extend(s.iter().cloned()));
-    Tensor::realize_all(&all)?;
+    realize_pending(&all)?;
     let value = loss.item()?;
     if !value.is_finite() {
         return Err(Error::Grad(format!(
@@ -92,6 +177,23 @@ fn commit(
         **slot = fresh.into_iter().map(|t| t.detach()).collect();
     }
     Ok(value)
+}
+
+/// Realize `extra` together with every pending [`Parameter::set_lazy`] update,
+/// then store those updates as plain buffers (cutting their graphs).
+pub fn realize_pending(extra: &[Tensor]) -> Result<()> {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let mut all = extra.to_vec();
+    all.extend(pending.iter().map(|(_, t)| t.clone()));
+    Tensor::realize_all(&all)?;
+    for (param, value) in pending {
+        let mut cur = param.lock();
+        // Only replace it if nothing newer was set meanwhile.
+        if cur.id() == value.id() {
+            *cur = value.detach();
+        }
+    }
+    Ok(())
 }
 
 /// Gradient descent with optional momentum, Nesterov momentum and L2 weight
@@ -131,7 +233,7 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn step(&mut self, loss: &Tensor) -> Result<f32> {
+    fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32> {
         check_loss(loss)?;
         let grads = loss.backward()?;
         let (new_p, new_v) = no_grad(|| -> Result<(Vec<Tensor>, Vec<Tensor>)> {
@@ -160,6 +262,7 @@ impl Optimizer for Sgd {
         })?;
         commit(
             loss,
+            extra,
             &self.params,
             new_p,
             &mut [&mut self.velocity],
@@ -173,6 +276,14 @@ impl Optimizer for Sgd {
 
     fn set_learning_rate(&mut self, lr: f32) {
         self.lr = lr;
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        named_state("optim.sgd.velocity", &self.velocity)
+    }
+
+    fn load_state_tensors(&mut self, get: &dyn Fn(&str) -> Option<Tensor>) -> Result<()> {
+        load_named(get, "optim.sgd.velocity", &mut self.velocity)
     }
 }
 
@@ -219,7 +330,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn step(&mut self, loss: &Tensor) -> Result<f32> {
+    fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32> {
         check_loss(loss)?;
         let grads = loss.backward()?;
         let t = self.step + 1;
@@ -252,6 +363,7 @@ impl Optimizer for Adam {
             })?;
         let value = commit(
             loss,
+            extra,
             &self.params,
             new_p,
             &mut [&mut self.m, &mut self.v],
@@ -267,5 +379,26 @@ impl Optimizer for Adam {
 
     fn set_learning_rate(&mut self, lr: f32) {
         self.lr = lr;
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut s = named_state("optim.adam.m", &self.m);
+        s.extend(named_state("optim.adam.v", &self.v));
+        s.push((
+            "optim.adam.step".into(),
+            Tensor::full(&[1], self.step as f32),
+        ));
+        s
+    }
+
+    fn load_state_tensors(&mut self, get: &dyn Fn(&str) -> Option<Tensor>) -> Result<()> {
+        load_named(get, "optim.adam.m", &mut self.m)?;
+        load_named(get, "optim.adam.v", &mut self.v)?;
+        let step = get("optim.adam.step").ok_or_else(|| Error::Io {
+            path: "optim.adam.step".into(),
+            msg: "optimizer state missing from the checkpoint".into(),
+        })?;
+        self.step = step.item()? as i32;
+        Ok(())
     }
 }

@@ -292,7 +292,10 @@ pub fn conv2d_backward_filter(x: &Value, dy: &Value, g: &ConvGeom, w_shape: &[us
                 }
                 dw
             })
-            .reduce_with(|mut a, b| {
+            .collect::<Vec<_>>()
+            .into_iter()
+            // Summed in chunk order, so results do not depend on thread scheduling.
+            .reduce(|mut a, b| {
                 a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                 a
             })

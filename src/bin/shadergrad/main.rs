@@ -1,9 +1,16 @@
-//! The `shadergrad` command line.
+//! The `shadergrad` command line: train, eval, bench, devices.
 
+mod progress;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use shadergrad::data::{cifar10, Augment};
+use shadergrad::train::{self, TrainConfig};
+use shadergrad::{Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -18,7 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Benchmark kernels (GFLOP/s) on the CPU backend.
+    /// Train a model on a data set (e.g. `shadergrad train cifar10`).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: accuracy and confusion matrix.
+    Eval(EvalArgs),
+    /// Benchmark kernels (GFLOP/s).
     Bench {
         /// Which kernels: all, matmul or conv.
         #[arg(default_value = "all")]
@@ -34,18 +45,89 @@ enum Command {
     Devices,
 }
 
+#[derive(Args)]
+struct DataArgs {
+    /// Data set: cifar10.
+    dataset: String,
+    /// CIFAR-10 location (archive or folder); else $SHADERGRAD_DATA, ./data, ../shared/data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// auto, cpu, gpu or gpu:N (also $SHADERGRAD_DEVICE).
+    #[arg(long, env = "SHADERGRAD_DEVICE", default_value = "auto")]
+    device: String,
+    /// Use a fixed random subset of N test images.
+    #[arg(long)]
+    limit_test: Option<usize>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, default_value = "seed-cnn")]
+    model: String,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// adam, adamw, sgd (momentum 0.9, Nesterov) or gd.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// constant, step, cosine or one-cycle.
+    #[arg(long, default_value = "constant")]
+    schedule: String,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Random crop (padding 4) and horizontal flip.
+    #[arg(long)]
+    augment: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder for checkpoint.safetensors, metrics.csv and metrics.png.
+    #[arg(long, default_value = "runs/cifar10")]
+    out: PathBuf,
+    /// Continue from a checkpoint written by an earlier run.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Use a random subset (by --seed) of N training images.
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// End with one JSON line of results.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long)]
+    checkpoint: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
         Command::Bench { which, ms, json } => bench(&which, ms, json),
         Command::Devices => {
             println!(
                 "cpu: {} threads (rayon), f32, GEMM via the gemm crate",
                 rayon::current_num_threads()
             );
+            println!("gpu: the wgpu backend is not built yet; every run uses the cpu backend");
             Ok(())
         }
     };
+    let profile = shadergrad::schedule::profile::report();
+    if !profile.is_empty() {
+        eprint!("{profile}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -55,19 +137,143 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(which: &str, ms: u64, json: bool) -> shadergrad::Result<()> {
-    let keep = |name: &str| match which {
-        "all" => true,
-        "matmul" => name.starts_with("matmul"),
-        "conv" => name.starts_with("conv"),
-        _ => false,
+/// The device a run uses, said out loud.
+fn choose_device(spec: &str) -> Result<&'static str> {
+    match spec {
+        "auto" | "cpu" => Ok("cpu"),
+        s if s == "gpu" || s.starts_with("gpu:") => Err(Error::param(
+            "device",
+            format!("{s}: the wgpu backend is not available in this build yet; use --device cpu"),
+        )),
+        s => Err(Error::param(
+            "device",
+            format!("unknown device {s:?}; use auto, cpu, gpu or gpu:N"),
+        )),
+    }
+}
+
+fn load_cifar(args: &DataArgs) -> Result<cifar10::Cifar10> {
+    if args.dataset != "cifar10" {
+        return Err(Error::param(
+            "data set",
+            format!("unknown data set {:?}; available: cifar10", args.dataset),
+        ));
+    }
+    let path = cifar10::find(args.data.as_deref())?;
+    eprintln!("data: {}", path.display());
+    let mut data = cifar10::load(&path)?;
+    if let Some(n) = args.limit_test {
+        data.test = data.test.sample(n, 1);
+    }
+    Ok(data)
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    let device = choose_device(&a.data.device)?;
+    eprintln!("device: {device}");
+    let mut data = load_cifar(&a.data)?;
+    if let Some(n) = a.limit_train {
+        data.train = data.train.sample(n, a.seed);
+    }
+    let cfg = TrainConfig {
+        model: a.model.clone(),
+        epochs: a.epochs,
+        batch_size: a.batch,
+        lr: a.lr,
+        optimizer: a.optimizer,
+        schedule: a.schedule,
+        weight_decay: a.weight_decay,
+        label_smoothing: a.label_smoothing,
+        augment: if a.augment {
+            Augment {
+                crop_padding: 4,
+                horizontal_flip: true,
+            }
+        } else {
+            Augment::default()
+        },
+        seed: a.seed,
+        out: a.out,
+        resume: a.resume,
+        eval_batch: 500,
     };
+    shadergrad::manual_seed(cfg.seed);
+    let mut model = shadergrad::models::build(&cfg.model)?;
+    eprintln!(
+        "model: {} ({} parameters), {} train / {} test images, batch {}, {} epochs",
+        cfg.model,
+        shadergrad::nn::parameter_count(&model),
+        data.train.len(),
+        data.test.len(),
+        cfg.batch_size,
+        cfg.epochs
+    );
+    let mut observer = progress::Progress::new(!a.json)?;
+    let summary = train::train(
+        &cfg,
+        &mut model,
+        &Arc::new(data.train),
+        &Arc::new(data.test),
+        &mut observer,
+    )?;
+    if a.json {
+        let last = summary.history.last();
+        println!(
+            "{{\"model\": \"{}\", \"device\": \"{device}\", \"epochs\": {}, \"train_loss\": {}, \"test_accuracy\": {}, \"images_per_sec\": {:.1}, \"seconds\": {:.1}, \"stopped_early\": {}, \"checkpoint\": \"{}\"}}",
+            cfg.model,
+            summary.history.len(),
+            last.map_or(f32::NAN, |m| m.train_loss),
+            last.map_or(f32::NAN, |m| m.test_accuracy),
+            summary.images_per_sec,
+            summary.seconds,
+            summary.stopped_early,
+            summary.checkpoint.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = choose_device(&a.data.device)?;
+    let ck = shadergrad::io::checkpoint::load(&a.checkpoint)?;
+    let name = ck
+        .metadata
+        .get("model")
+        .cloned()
+        .unwrap_or_else(|| "seed-cnn".into());
+    let mut model = shadergrad::models::build(&name)?;
+    ck.restore(&model, &a.checkpoint)?;
+    let data = load_cifar(&a.data)?;
+    let eval = train::evaluate(&mut model, &Arc::new(data.test), 500)?;
+    println!(
+        "model {name} on {device}: test accuracy {:.2}%  loss {:.4}",
+        eval.accuracy * 100.0,
+        eval.loss
+    );
+    println!("confusion matrix (rows: true class, columns: predicted)");
+    print!("{:>11}", "");
+    for c in cifar10::CLASSES {
+        print!("{:>6}", &c[..5.min(c.len())]);
+    }
+    println!();
+    for (i, row) in eval.confusion.iter().enumerate() {
+        print!("{:>11}", cifar10::CLASSES.get(i).copied().unwrap_or("?"));
+        for v in row {
+            print!("{v:>6}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn bench(which: &str, ms: u64, json: bool) -> Result<()> {
     if !["all", "matmul", "conv"].contains(&which) {
-        return Err(shadergrad::Error::param(
+        return Err(Error::param(
             "bench",
             format!("unknown kernel set {which:?}; use all, matmul or conv"),
         ));
     }
+    let keep = |name: &str| which == "all" || name.starts_with(which);
     let results = shadergrad::bench::cpu_kernels(Duration::from_millis(ms), keep)?;
     print!("{}", shadergrad::bench::report(&results, json));
     Ok(())

@@ -1,0 +1,81 @@
+//! Data sets and batching.
+
+pub mod batches;
+pub mod cifar10;
+
+pub use batches::{Augment, Batch, Batcher};
+
+/// Labelled images held in memory as u8, channel-major (`[n, c, h, w]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageDataset {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageDataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The first `n` examples (or all, when there are fewer).
+    pub fn head(&self, n: usize) -> ImageDataset {
+        let n = n.min(self.len());
+        ImageDataset {
+            images: self.images[..n * self.image_len()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            ..*self
+        }
+    }
+
+    /// A seeded random subset of `n` examples (all, when there are fewer),
+    /// kept in their original order: every class is represented even when
+    /// the source is sorted by class.
+    pub fn sample(&self, n: usize, seed: u64) -> ImageDataset {
+        if n >= self.len() {
+            return self.clone();
+        }
+        let mut pick = batches::epoch_order(self.len(), true, seed ^ 0x5a4d_91e2, 0);
+        pick.truncate(n);
+        pick.sort_unstable();
+        let il = self.image_len();
+        ImageDataset {
+            images: pick
+                .iter()
+                .flat_map(|&i| self.images[i * il..(i + 1) * il].iter().copied())
+                .collect(),
+            labels: pick.iter().map(|&i| self.labels[i]).collect(),
+            ..*self
+        }
+    }
+
+    /// Mean of each channel over all pixels, in [0, 1].
+    pub fn channel_means(&self) -> Vec<f32> {
+        let plane = self.height * self.width;
+        (0..self.channels)
+            .map(|c| {
+                let sum: u64 = self
+                    .images
+                    .chunks(self.image_len())
+                    .map(|img| {
+                        img[c * plane..(c + 1) * plane]
+                            .iter()
+                            .map(|&v| v as u64)
+                            .sum::<u64>()
+                    })
+                    .sum();
+                sum as f32 / (255.0 * (plane * self.len()).max(1) as f32)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,149 @@
+//! Checkpoints as safetensors files: model tensors, optimizer state and
+//! string metadata. Written to a temporary file, synced, then renamed, so a
+//! crash never leaves a half-written checkpoint under the real name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::nn::{named_tensors, Module};
+use crate::{Error, Result, Tensor};
+
+/// A loaded checkpoint: f32 tensors by name, plus metadata.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub metadata: HashMap<String, String>,
+}
+
+fn io_err(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        msg: msg.to_string(),
+    }
+}
+
+/// Write `tensors` and `metadata` to `path` atomically.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    Tensor::realize_all(&tensors.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>())?;
+    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let data: Vec<u8> = t.to_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.push((name.clone(), t.shape().to_vec(), data));
+    }
+    let views = bytes
+        .iter()
+        .map(|(n, s, d)| {
+            Ok((
+                n.as_str(),
+                TensorView::new(Dtype::F32, s.clone(), d).map_err(|e| io_err(path, e))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let encoded = safetensors::serialize(views, &Some(metadata)).map_err(|e| io_err(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    {
+        let mut f = fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        f.write_all(&encoded).map_err(|e| io_err(&tmp, e))?;
+        f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Read a checkpoint; f32 tensors are kept, i64 bookkeeping tensors
+/// (such as BERT's `position_ids`) are skipped.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        io_err(
+            path,
+            format!("is not a readable safetensors file ({e:?}); it may be truncated or corrupt"),
+        )
+    })?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| io_err(path, format!("{e:?}")))?;
+    let mut ck = Checkpoint {
+        metadata: meta.metadata().clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    for (name, view) in st.tensors() {
+        match view.dtype() {
+            Dtype::F32 => {
+                let data = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                ck.tensors.insert(name, (view.shape().to_vec(), data));
+            }
+            Dtype::I64 | Dtype::I32 => {}
+            other => {
+                return Err(io_err(
+                    path,
+                    format!("tensor {name} has dtype {other:?}; only f32 is supported"),
+                ))
+            }
+        }
+    }
+    Ok(ck)
+}
+
+impl Checkpoint {
+    pub fn tensor(&self, name: &str) -> Option<Result<Tensor>> {
+        self.tensors
+            .get(name)
+            .map(|(shape, data)| Tensor::from_slice(data, shape))
+    }
+
+    /// Load every parameter and state tensor of `model`, after checking that
+    /// names and shapes all match (the error lists every mismatch).
+    pub fn restore(&self, model: &dyn Module, source: &Path) -> Result<()> {
+        let named = named_tensors(model);
+        let mut problems = Vec::new();
+        for (name, p) in &named {
+            match self.tensors.get(name) {
+                None => problems.push(format!("{name}: missing from the checkpoint")),
+                Some((shape, _)) if *shape != p.shape() => problems.push(format!(
+                    "{name}: checkpoint has {shape:?}, model needs {:?}",
+                    p.shape()
+                )),
+                _ => {}
+            }
+        }
+        let model_names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        for name in self.tensors.keys().filter(|n| !n.starts_with("optim.")) {
+            if !model_names.contains(&name.as_str()) {
+                problems.push(format!("{name}: in the checkpoint but not in the model"));
+            }
+        }
+        if !problems.is_empty() {
+            let model = self
+                .metadata
+                .get("model")
+                .map_or("unknown".to_string(), |m| m.clone());
+            return Err(io_err(
+                source,
+                format!(
+                    "does not fit this model (checkpoint model: {model}); mismatched tensors:\n  {}",
+                    problems.join("\n  ")
+                ),
+            ));
+        }
+        for (name, p) in named {
+            if let Some(t) = self.tensor(&name) {
+                p.set(t?)?;
+            }
+        }
+        Ok(())
+    }
+}

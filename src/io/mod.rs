@@ -1,0 +1,3 @@
+//! Files: safetensors checkpoints.
+
+pub mod checkpoint;

@@ -1,0 +1,339 @@
+//! Layers with named parameters, composed from tensor ops.
+
+pub mod init;
+
+use crate::optim::Parameter;
+use crate::{Conv2dOpts, Error, Result, Tensor};
+
+pub use init::Init;
+
+/// A layer or model. Parameters and state are listed by name (these names
+/// are the checkpoint's tensor names).
+pub trait Module: Send {
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// Trainable parameters, by name.
+    fn parameters(&self) -> Vec<(String, Parameter)> {
+        vec![]
+    }
+
+    /// Non-trainable state (running statistics), by name.
+    fn state(&self) -> Vec<(String, Parameter)> {
+        vec![]
+    }
+
+    /// Switch between training and evaluation behaviour (dropout, batch norm).
+    fn set_training(&mut self, _training: bool) {}
+}
+
+/// Parameters and state together, by name: everything a checkpoint holds.
+pub fn named_tensors(m: &dyn Module) -> Vec<(String, Parameter)> {
+    let mut all = m.parameters();
+    all.extend(m.state());
+    all
+}
+
+pub fn parameter_count(m: &dyn Module) -> usize {
+    m.parameters()
+        .iter()
+        .map(|(_, p)| p.shape().iter().product::<usize>())
+        .sum()
+}
+
+/// `y = x W^T + b`, weight stored `[out, in]`.
+pub struct Linear {
+    pub weight: Parameter,
+    pub bias: Option<Parameter>,
+}
+
+impl Linear {
+    pub fn new(inputs: usize, outputs: usize, init: Init) -> Result<Linear> {
+        Ok(Linear {
+            weight: Parameter::new(init.tensor(&[outputs, inputs], inputs, outputs))?,
+            bias: Some(Parameter::new(Tensor::zeros(&[outputs]))?),
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.linear(
+            &self.weight.get(),
+            self.bias.as_ref().map(|b| b.get()).as_ref(),
+        )
+    }
+    fn parameters(&self) -> Vec<(String, Parameter)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            p.push(("bias".into(), b.clone()));
+        }
+        p
+    }
+}
+
+/// 2-D convolution layer, weight `[out, in/groups, k, k]`.
+pub struct Conv2d {
+    pub weight: Parameter,
+    pub bias: Option<Parameter>,
+    pub opts: Conv2dOpts,
+}
+
+impl Conv2d {
+    pub fn new(
+        inputs: usize,
+        outputs: usize,
+        kernel: usize,
+        opts: Conv2dOpts,
+        init: Init,
+    ) -> Result<Conv2d> {
+        if opts.groups == 0
+            || !inputs.is_multiple_of(opts.groups)
+            || !outputs.is_multiple_of(opts.groups)
+        {
+            return Err(Error::param(
+                "Conv2d",
+                format!(
+                    "{inputs} inputs and {outputs} outputs must divide by groups {}",
+                    opts.groups
+                ),
+            ));
+        }
+        let fan_in = inputs / opts.groups * kernel * kernel;
+        let fan_out = outputs / opts.groups * kernel * kernel;
+        Ok(Conv2d {
+            weight: Parameter::new(init.tensor(
+                &[outputs, inputs / opts.groups, kernel, kernel],
+                fan_in,
+                fan_out,
+            ))?,
+            bias: Some(Parameter::new(Tensor::zeros(&[outputs]))?),
+            opts,
+        })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(
+            &self.weight.get(),
+            self.bias.as_ref().map(|b| b.get()).as_ref(),
+            self.opts,
+        )
+    }
+    fn parameters(&self) -> Vec<(String, Parameter)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            p.push(("bias".into(), b.clone()));
+        }
+        p
+    }
+}
+
+pub struct MaxPool2d {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl MaxPool2d {
+    /// Window `kernel`, stride `kernel`, no padding (Keras' `MaxPooling2D(k)`).
+    pub fn new(kernel: usize) -> MaxPool2d {
+        MaxPool2d {
+            kernel,
+            stride: kernel,
+            padding: 0,
+        }
+    }
+}
+
+impl Module for MaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.max_pool2d(self.kernel, self.stride, self.padding)
+    }
+}
+
+/// `[n, ...] -> [n, prod(...)]`.
+pub struct Flatten;
+
+impl Module for Flatten {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.flatten(1, -1)
+    }
+}
+
+pub struct ReLU;
+
+impl Module for ReLU {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.relu())
+    }
+}
+
+pub struct Dropout {
+    pub p: f32,
+    training: bool,
+}
+
+impl Dropout {
+    pub fn new(p: f32) -> Dropout {
+        Dropout { p, training: true }
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.dropout(self.p, self.training)
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}
+
+/// Batch normalisation over `[n, c, h, w]` per channel. Training uses batch
+/// statistics and updates the running ones; evaluation uses the running ones.
+pub struct BatchNorm2d {
+    pub weight: Parameter,
+    pub bias: Parameter,
+    pub running_mean: Parameter,
+    pub running_var: Parameter,
+    pub momentum: f32,
+    pub eps: f32,
+    training: bool,
+}
+
+impl BatchNorm2d {
+    pub fn new(channels: usize) -> Result<BatchNorm2d> {
+        Ok(BatchNorm2d {
+            weight: Parameter::new(Tensor::ones(&[channels]))?,
+            bias: Parameter::new(Tensor::zeros(&[channels]))?,
+            running_mean: Parameter::state(Tensor::zeros(&[channels]))?,
+            running_var: Parameter::state(Tensor::ones(&[channels]))?,
+            momentum: 0.1,
+            eps: 1e-5,
+            training: true,
+        })
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::ops::ensure_rank("BatchNorm2d", x, 4, "input [n, c, h, w]")?;
+        let c = x.shape()[1];
+        if c != self.weight.shape()[0] {
+            return Err(Error::shape(
+                "BatchNorm2d",
+                &[x.shape(), &self.weight.shape()],
+                "input channels must match the layer's",
+            ));
+        }
+        let per_channel = |t: Tensor| t.reshape(&[1, c, 1, 1]);
+        let (mean, var) = if self.training {
+            let mean = x.mean(&[0, 2, 3], true)?;
+            let var = x.sub(&mean)?.square().mean(&[0, 2, 3], true)?;
+            // Running variance uses the unbiased estimate, as PyTorch does.
+            let n = (x.numel() / c) as f32;
+            let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+            let m = self.momentum;
+            crate::no_grad(|| -> Result<()> {
+                let rm = self
+                    .running_mean
+                    .get()
+                    .mul_scalar(1.0 - m)
+                    .add(&mean.reshape(&[c])?.mul_scalar(m))?;
+                let rv = self
+                    .running_var
+                    .get()
+                    .mul_scalar(1.0 - m)
+                    .add(&var.reshape(&[c])?.mul_scalar(m * unbiased))?;
+                self.running_mean.set_lazy(rm)?;
+                self.running_var.set_lazy(rv)
+            })?;
+            (mean, var)
+        } else {
+            (
+                per_channel(self.running_mean.get())?,
+                per_channel(self.running_var.get())?,
+            )
+        };
+        let xhat = x.sub(&mean)?.div(&var.add_scalar(self.eps).sqrt())?;
+        xhat.mul(&per_channel(self.weight.get())?)?
+            .add(&per_channel(self.bias.get())?)
+    }
+    fn parameters(&self) -> Vec<(String, Parameter)> {
+        vec![
+            ("weight".into(), self.weight.clone()),
+            ("bias".into(), self.bias.clone()),
+        ]
+    }
+    fn state(&self) -> Vec<(String, Parameter)> {
+        vec![
+            ("running_mean".into(), self.running_mean.clone()),
+            ("running_var".into(), self.running_var.clone()),
+        ]
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}
+
+/// Layers applied in order; parameter names are `<layer name>.<param>`.
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<(String, Box<dyn Module>)>,
+}
+
+impl Sequential {
+    pub fn new() -> Sequential {
+        Sequential::default()
+    }
+
+    /// Append a layer under `name`.
+    pub fn add(mut self, name: &str, layer: impl Module + 'static) -> Sequential {
+        self.layers.push((name.to_string(), Box::new(layer)));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+fn prefixed(
+    name: &str,
+    items: Vec<(String, Parameter)>,
+) -> impl Iterator<Item = (String, Parameter)> + '_ {
+    items
+        .into_iter()
+        .map(move |(n, p)| (format!("{name}.{n}"), p))
+}
+
+impl Module for Sequential {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (_, layer) in &self.layers {
+            h = layer.forward(&h)?;
+        }
+        Ok(h)
+    }
+    fn parameters(&self) -> Vec<(String, Parameter)> {
+        self.layers
+            .iter()
+            .flat_map(|(n, l)| prefixed(n, l.parameters()))
+            .collect()
+    }
+    fn state(&self) -> Vec<(String, Parameter)> {
+        self.layers
+            .iter()
+            .flat_map(|(n, l)| prefixed(n, l.state()))
+            .collect()
+    }
+    fn set_training(&mut self, training: bool) {
+        for (_, l) in &mut self.layers {
+            l.set_training(training);
+        }
+    }
+}
