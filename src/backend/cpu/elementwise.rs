@@ -1,7 +1,5 @@
 //! Elementwise kernels: unary, binary, where, cast, pad, random.
 
-use std::borrow::Cow;
-
 use rayon::prelude::*;
 
 use super::{f32_data, i32_data, PAR_MIN};
@@ -10,65 +8,136 @@ use crate::op::{BinaryOp, UnaryOp};
 use crate::shape::Layout;
 use crate::{DType, Result};
 
-/// Map `f` over `n` outputs, in parallel when large.
-fn fill<T: Send + Copy + Default>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::default(); n];
+/// A dense output of `n` elements written by `f(offset, chunk)` over
+/// disjoint chunks, in parallel when large. No zero-fill first: every
+/// element is written exactly once.
+pub(crate) fn build<T: Send + Copy>(n: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_MIN {
-        out.par_chunks_mut(8192).enumerate().for_each(|(c, chunk)| {
-            for (j, o) in chunk.iter_mut().enumerate() {
-                *o = f(c * 8192 + j);
-            }
-        });
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| f(c * CHUNK, chunk));
     } else {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = f(i);
-        }
+        f(0, spare);
     }
+    // SAFETY: `f` initialised all `n` elements (each kernel below writes every slot).
+    unsafe { out.set_len(n) };
     out
 }
 
-/// An operand read either as one broadcast scalar or as dense data.
-enum Operand<'a, T: Clone> {
-    Scalar(T),
-    Dense(Cow<'a, [T]>),
+const CHUNK: usize = 16384;
+
+/// Map `f` over `n` outputs by index, in parallel when large.
+fn fill<T: Send + Copy>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    build(n, |start, chunk| {
+        for (j, o) in chunk.iter_mut().enumerate() {
+            o.write(f(start + j));
+        }
+    })
 }
 
-impl<T: Copy> Operand<'_, T> {
-    #[inline(always)]
-    fn at(&self, i: usize) -> T {
-        match self {
-            Operand::Scalar(v) => *v,
-            Operand::Dense(d) => d[i],
+/// How an operand is read along the output's rows (the last axis): each row
+/// starts at a base offset and steps by a stride (0 for a broadcast axis).
+/// A dense operand read in order is one long row, so the hot loops see
+/// plain slices.
+struct Reader<'a, T> {
+    data: &'a [T],
+    layout: Layout,
+}
+
+impl<'a, T: Copy> Reader<'a, T> {
+    fn new(data: &'a [T], layout: &Layout) -> Self {
+        Reader {
+            data,
+            layout: layout.clone(),
+        }
+    }
+
+    /// Base offset and stride of the elements `[start, start + len)` when they
+    /// lie inside one row, else None.
+    #[inline]
+    fn span(&self, start: usize) -> (usize, usize) {
+        let l = &self.layout;
+        if l.is_contiguous() {
+            return (l.offset + start, 1);
+        }
+        let rank = l.shape.len();
+        let mut rem = start;
+        let mut off = l.offset;
+        for d in (0..rank).rev() {
+            let i = rem % l.shape[d];
+            rem /= l.shape[d];
+            off += i * l.strides[d];
+        }
+        (off, l.strides[rank - 1])
+    }
+}
+
+/// The length of the run of output elements from `start` that stays within
+/// one row of `shape` (everything, when all operands are dense).
+#[inline]
+fn run_len(shape: &[usize], all_dense: bool, start: usize, end: usize) -> usize {
+    if all_dense || shape.is_empty() {
+        return end - start;
+    }
+    let inner = shape[shape.len() - 1].max(1);
+    (inner - start % inner).min(end - start)
+}
+
+/// Read `len` elements of an operand from `(base, stride)` into a small slice.
+#[inline(always)]
+fn load<T: Copy>(data: &[T], base: usize, stride: usize, len: usize, buf: &mut [T]) {
+    match stride {
+        1 => buf[..len].copy_from_slice(&data[base..base + len]),
+        0 => buf[..len].fill(data[base]),
+        s => {
+            for (j, b) in buf[..len].iter_mut().enumerate() {
+                *b = data[base + j * s];
+            }
         }
     }
 }
 
-fn is_broadcast_scalar(l: &Layout) -> bool {
-    l.strides.iter().all(|&s| s == 0)
-}
-
-fn operand_f32(v: &Value) -> Operand<'_, f32> {
-    if is_broadcast_scalar(&v.layout) && v.layout.numel() > 0 {
-        match v.storage.as_ref() {
-            Storage::F32(d) => Operand::Scalar(d[v.layout.offset]),
-            Storage::I32(d) => Operand::Scalar(d[v.layout.offset] as f32),
-        }
-    } else {
-        Operand::Dense(f32_data(v))
+fn as_f32(v: &Value) -> std::borrow::Cow<'_, [f32]> {
+    match v.storage.as_ref() {
+        Storage::F32(d) => std::borrow::Cow::Borrowed(d.as_slice()),
+        Storage::I32(d) => std::borrow::Cow::Owned(d.iter().map(|&x| x as f32).collect()),
     }
 }
 
-fn operand_i32(v: &Value) -> Operand<'_, i32> {
-    if is_broadcast_scalar(&v.layout) && v.layout.numel() > 0 {
-        match v.storage.as_ref() {
-            Storage::I32(d) => Operand::Scalar(d[v.layout.offset]),
-            Storage::F32(d) => Operand::Scalar(d[v.layout.offset] as i32),
-        }
-    } else {
-        Operand::Dense(i32_data(v))
+fn as_i32(v: &Value) -> std::borrow::Cow<'_, [i32]> {
+    match v.storage.as_ref() {
+        Storage::I32(d) => std::borrow::Cow::Borrowed(d.as_slice()),
+        Storage::F32(d) => std::borrow::Cow::Owned(d.iter().map(|&x| x as i32).collect()),
     }
 }
 
+/// Apply `f` to operand blocks: for each run of output elements, every
+/// operand is loaded into a stack block (copy for dense, fill for broadcast,
+/// gather for strided) and `f` computes the block.
+fn map_blocks<T: Copy + Default + Send + Sync, U: Copy + Send, const K: usize>(
+    shape: &[usize],
+    readers: [&Reader<'_, T>; K],
+    f: impl Fn([&[T]; K], &mut [std::mem::MaybeUninit<U>]) + Sync,
+) -> Vec<U> {
+    const BLOCK: usize = 1024;
+    let n = crate::shape::numel(shape);
+    let all_dense = readers.iter().all(|r| r.layout.is_contiguous());
+    build(n, |start, chunk| {
+        let mut bufs = [[T::default(); BLOCK]; K];
+        let mut done = 0;
+        while done < chunk.len() {
+            let at = start + done;
+            let len = run_len(shape, all_dense, at, start + chunk.len()).min(BLOCK);
+            for (k, r) in readers.iter().enumerate() {
+                let (base, stride) = r.span(at);
+                load(r.data, base, stride, len, &mut bufs[k]);
+            }
+            let ins: [&[T]; K] = std::array::from_fn(|k| &bufs[k][..len]);
+            f(ins, &mut chunk[done..done + len]);
+            done += len;
+        }
+    })
+}
 /// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), ample for f32.
 pub(crate) fn erf(x: f32) -> f32 {
     let x = x as f64;
@@ -89,8 +158,8 @@ pub(crate) fn erf(x: f32) -> f32 {
 }
 
 pub fn unary(op: UnaryOp, x: &Value) -> Value {
-    let a = operand_f32(x);
-    let n = x.layout.numel();
+    let data = as_f32(x);
+    let r = Reader::new(&data, &x.layout);
     let f: fn(f32) -> f32 = match op {
         UnaryOp::Neg => |v| -v,
         UnaryOp::Exp => f32::exp,
@@ -101,70 +170,85 @@ pub fn unary(op: UnaryOp, x: &Value) -> Value {
         UnaryOp::Tanh => f32::tanh,
         UnaryOp::Erf => erf,
     };
-    Value::f32(fill(n, |i| f(a.at(i))), &x.layout.shape)
+    let out = map_blocks(&x.layout.shape, [&r], |[a], o| {
+        for (o, &v) in o.iter_mut().zip(a) {
+            o.write(f(v));
+        }
+    });
+    Value::f32(out, &x.layout.shape)
 }
 
 pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Value> {
     let shape = &a.layout.shape;
-    let n = a.layout.numel();
     let ints = a.storage.dtype() == DType::I32 && b.storage.dtype() == DType::I32;
     if ints {
-        let (x, y) = (operand_i32(a), operand_i32(b));
-        let cmp = |c: bool| if c { 1.0f32 } else { 0.0 };
+        let (da, db) = (as_i32(a), as_i32(b));
+        let (ra, rb) = (Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
+        macro_rules! run {
+            ($f:expr) => {
+                map_blocks(shape, [&ra, &rb], |[p, q], o| {
+                    for ((o, &p), &q) in o.iter_mut().zip(p).zip(q) {
+                        o.write($f(p, q));
+                    }
+                })
+            };
+        }
         return Ok(match op {
-            BinaryOp::CmpLt => Value::f32(fill(n, |i| cmp(x.at(i) < y.at(i))), shape),
-            BinaryOp::CmpEq => Value::f32(fill(n, |i| cmp(x.at(i) == y.at(i))), shape),
-            BinaryOp::Add => Value::i32(fill(n, |i| x.at(i).wrapping_add(y.at(i))), shape),
-            BinaryOp::Mul => Value::i32(fill(n, |i| x.at(i).wrapping_mul(y.at(i))), shape),
-            BinaryOp::Max => Value::i32(fill(n, |i| x.at(i).max(y.at(i))), shape),
-            BinaryOp::Pow => Value::i32(
-                fill(n, |i| (x.at(i) as f64).powf(y.at(i) as f64) as i32),
-                shape,
-            ),
+            BinaryOp::CmpLt => Value::f32(run!(|p: i32, q: i32| (p < q) as u8 as f32), shape),
+            BinaryOp::CmpEq => Value::f32(run!(|p: i32, q: i32| (p == q) as u8 as f32), shape),
+            BinaryOp::Add => Value::i32(run!(|p: i32, q: i32| p.wrapping_add(q)), shape),
+            BinaryOp::Mul => Value::i32(run!(|p: i32, q: i32| p.wrapping_mul(q)), shape),
+            BinaryOp::Max => Value::i32(run!(|p: i32, q: i32| p.max(q)), shape),
+            BinaryOp::Pow => Value::i32(run!(|p: i32, q: i32| (p as f64).powf(q as f64) as i32), shape),
         });
     }
     debug_assert_eq!(out_dtype, DType::F32);
-    let (x, y) = (operand_f32(a), operand_f32(b));
-    let f: fn(f32, f32) -> f32 = match op {
-        BinaryOp::Add => |p, q| p + q,
-        BinaryOp::Mul => |p, q| p * q,
+    let (da, db) = (as_f32(a), as_f32(b));
+    let (ra, rb) = (Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
+    // One monomorphic loop per op, so each vectorises.
+    macro_rules! run {
+        ($f:expr) => {
+            map_blocks(shape, [&ra, &rb], |[p, q], o| {
+                for ((o, &p), &q) in o.iter_mut().zip(p).zip(q) {
+                    o.write($f(p, q));
+                }
+            })
+        };
+    }
+    let out = match op {
+        BinaryOp::Add => run!(|p: f32, q: f32| p + q),
+        BinaryOp::Mul => run!(|p: f32, q: f32| p * q),
         // NaN-propagating, like PyTorch's maximum.
-        BinaryOp::Max => |p, q| {
-            if p.is_nan() || q.is_nan() {
-                f32::NAN
-            } else {
-                p.max(q)
-            }
-        },
-        BinaryOp::Pow => f32::powf,
-        BinaryOp::CmpLt => |p, q| (p < q) as u8 as f32,
-        BinaryOp::CmpEq => |p, q| (p == q) as u8 as f32,
+        BinaryOp::Max => run!(|p: f32, q: f32| if p.is_nan() || q.is_nan() { f32::NAN } else { p.max(q) }),
+        BinaryOp::Pow => run!(f32::powf),
+        BinaryOp::CmpLt => run!(|p: f32, q: f32| (p < q) as u8 as f32),
+        BinaryOp::CmpEq => run!(|p: f32, q: f32| (p == q) as u8 as f32),
     };
-    // The hot case (dense + dense, dense + scalar) gets a loop the compiler vectorises.
-    let data = match (&x, &y) {
-        (Operand::Dense(p), Operand::Dense(q)) => fill(n, |i| f(p[i], q[i])),
-        (Operand::Dense(p), Operand::Scalar(s)) => fill(n, |i| f(p[i], *s)),
-        _ => fill(n, |i| f(x.at(i), y.at(i))),
-    };
-    Ok(Value::f32(data, shape))
+    Ok(Value::f32(out, shape))
 }
 
 pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
-    let cond = operand_f32(c);
-    let n = c.layout.numel();
     let shape = &c.layout.shape;
     if a.storage.dtype() == DType::I32 {
-        let (x, y) = (operand_i32(a), operand_i32(b));
-        return Value::i32(
-            fill(n, |i| if cond.at(i) != 0.0 { x.at(i) } else { y.at(i) }),
-            shape,
-        );
+        // Selecting integers: the condition as 0/1 integers keeps one element type.
+        let (dc, da, db) = (as_f32(c), as_i32(a), as_i32(b));
+        let cond: Vec<i32> = dc.iter().map(|&v| (v != 0.0) as i32).collect();
+        let (rc, ra, rb) = (Reader::new(&cond, &c.layout), Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
+        let out = map_blocks(shape, [&rc, &ra, &rb], |[c, x, y], o| {
+            for (((o, &c), &x), &y) in o.iter_mut().zip(c).zip(x).zip(y) {
+                o.write(if c != 0 { x } else { y });
+            }
+        });
+        return Value::i32(out, shape);
     }
-    let (x, y) = (operand_f32(a), operand_f32(b));
-    Value::f32(
-        fill(n, |i| if cond.at(i) != 0.0 { x.at(i) } else { y.at(i) }),
-        shape,
-    )
+    let (dc, da, db) = (as_f32(c), as_f32(a), as_f32(b));
+    let (rc, ra, rb) = (Reader::new(&dc, &c.layout), Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
+    let out = map_blocks(shape, [&rc, &ra, &rb], |[c, x, y], o| {
+        for (((o, &c), &x), &y) in o.iter_mut().zip(c).zip(x).zip(y) {
+            o.write(if c != 0.0 { x } else { y });
+        }
+    });
+    Value::f32(out, shape)
 }
 
 pub fn cast(x: &Value, to: DType) -> Value {

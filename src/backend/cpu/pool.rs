@@ -1,5 +1,6 @@
 //! Max and average pooling over 2-D windows, and their backward passes.
-//! Planes (image, channel) run in parallel.
+//! Planes (image, channel) run in parallel; each output's clipped window is
+//! computed once per call, not per plane.
 
 use rayon::prelude::*;
 
@@ -7,35 +8,85 @@ use super::f32_data;
 use crate::backend::Value;
 use crate::op::{PoolGeom, PoolKind};
 
-/// Visit the in-bounds taps `(ih, iw)` of output position `(oi, oj)`.
-#[inline(always)]
-fn taps(g: &PoolGeom, h: usize, w: usize, oi: usize, oj: usize, mut f: impl FnMut(usize, usize)) {
-    for ki in 0..g.kernel.0 {
-        let ih = (oi * g.stride.0 + ki) as isize - g.padding.0 as isize;
-        if ih < 0 || ih >= h as isize {
-            continue;
+/// Clipped input range `[lo, hi)` of each output position along one axis.
+fn ranges(out: usize, input: usize, kernel: usize, stride: usize, pad: usize) -> Vec<(usize, usize)> {
+    (0..out)
+        .map(|o| {
+            let start = (o * stride) as isize - pad as isize;
+            let lo = start.max(0) as usize;
+            let hi = ((start + kernel as isize).max(0) as usize).min(input);
+            (lo, hi.max(lo))
+        })
+        .collect()
+}
+
+struct Windows {
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
+}
+
+impl Windows {
+    fn new(g: &PoolGeom, h: usize, w: usize, oh: usize, ow: usize) -> Windows {
+        Windows {
+            rows: ranges(oh, h, g.kernel.0, g.stride.0, g.padding.0),
+            cols: ranges(ow, w, g.kernel.1, g.stride.1, g.padding.1),
         }
-        for kj in 0..g.kernel.1 {
-            let iw = (oj * g.stride.1 + kj) as isize - g.padding.1 as isize;
-            if iw >= 0 && iw < w as isize {
-                f(ih as usize, iw as usize);
+    }
+
+    /// Index in the plane of the first maximum of window (oi, oj), or None
+    /// for a window entirely in the padding. Written as selects, not
+    /// branches: on real activations the comparison is unpredictable.
+    #[inline(always)]
+    fn argmax(&self, plane: &[f32], w: usize, oi: usize, oj: usize) -> Option<usize> {
+        let (r0, r1) = self.rows[oi];
+        let (c0, c1) = self.cols[oj];
+        if r0 == r1 || c0 == c1 {
+            return None;
+        }
+        let mut best = r0 * w + c0;
+        let mut bv = plane[best];
+        for ih in r0..r1 {
+            let base = ih * w + c0;
+            for (k, &v) in plane[base..ih * w + c1].iter().enumerate() {
+                let take = v > bv;
+                bv = if take { v } else { bv };
+                best = if take { base + k } else { best };
             }
         }
+        Some(best)
+    }
+
+    /// Maximum of window (oi, oj); NaN if any element is NaN (as PyTorch).
+    #[inline(always)]
+    fn max(&self, plane: &[f32], w: usize, oi: usize, oj: usize) -> f32 {
+        let (r0, r1) = self.rows[oi];
+        let (c0, c1) = self.cols[oj];
+        let mut m = f32::NEG_INFINITY;
+        let mut nan = false;
+        for ih in r0..r1 {
+            for &v in &plane[ih * w + c0..ih * w + c1] {
+                m = if v > m { v } else { m };
+                nan |= v.is_nan();
+            }
+        }
+        if nan {
+            f32::NAN
+        } else {
+            m
+        }
+    }
+
+    #[inline(always)]
+    fn sum(&self, plane: &[f32], w: usize, oi: usize, oj: usize) -> f32 {
+        let (r0, r1) = self.rows[oi];
+        let (c0, c1) = self.cols[oj];
+        (r0..r1).map(|ih| plane[ih * w + c0..ih * w + c1].iter().sum::<f32>()).sum()
     }
 }
 
-/// Index in the plane of the first maximum of a window (NaN wins, as in PyTorch).
-#[inline(always)]
-fn argmax(g: &PoolGeom, plane: &[f32], h: usize, w: usize, oi: usize, oj: usize) -> Option<usize> {
-    let mut best: Option<(usize, f32)> = None;
-    taps(g, h, w, oi, oj, |ih, iw| {
-        let v = plane[ih * w + iw];
-        match best {
-            Some((_, b)) if !(v > b || (v.is_nan() && !b.is_nan())) => {}
-            _ => best = Some((ih * w + iw, v)),
-        }
-    });
-    best.map(|(i, _)| i)
+/// The common 2x2 window, stride 2, no padding: fast paths below.
+fn is_2x2(g: &PoolGeom) -> bool {
+    g.kernel == (2, 2) && g.stride == (2, 2) && g.padding == (0, 0)
 }
 
 pub fn pool2d(kind: PoolKind, g: &PoolGeom, x: &Value, y_shape: &[usize]) -> Value {
@@ -46,20 +97,32 @@ pub fn pool2d(kind: PoolKind, g: &PoolGeom, x: &Value, y_shape: &[usize]) -> Val
     if y.is_empty() {
         return Value::f32(y, y_shape);
     }
+    if kind == PoolKind::Max && is_2x2(g) {
+        y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
+            let plane = &xd[p * h * w..(p + 1) * h * w];
+            for (oi, orow) in out.chunks_mut(ow).enumerate() {
+                let (r0, r1) = (&plane[2 * oi * w..2 * oi * w + 2 * ow], &plane[(2 * oi + 1) * w..(2 * oi + 1) * w + 2 * ow]);
+                for (oj, o) in orow.iter_mut().enumerate() {
+                    let (a, b, c, d) = (r0[2 * oj], r0[2 * oj + 1], r1[2 * oj], r1[2 * oj + 1]);
+                    *o = if a.is_nan() || b.is_nan() || c.is_nan() || d.is_nan() {
+                        f32::NAN
+                    } else {
+                        a.max(b).max(c.max(d))
+                    };
+                }
+            }
+        });
+        return Value::f32(y, y_shape);
+    }
+    let win = Windows::new(g, h, w, oh, ow);
     let area = (g.kernel.0 * g.kernel.1) as f32;
     y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
         let plane = &xd[p * h * w..(p + 1) * h * w];
         for oi in 0..oh {
             for oj in 0..ow {
                 out[oi * ow + oj] = match kind {
-                    PoolKind::Max => {
-                        argmax(g, plane, h, w, oi, oj).map_or(f32::NEG_INFINITY, |i| plane[i])
-                    }
-                    PoolKind::Avg => {
-                        let mut s = 0.0;
-                        taps(g, h, w, oi, oj, |ih, iw| s += plane[ih * w + iw]);
-                        s / area
-                    }
+                    PoolKind::Max => win.max(plane, w, oi, oj),
+                    PoolKind::Avg => win.sum(plane, w, oi, oj) / area,
                 };
             }
         }
@@ -76,6 +139,26 @@ pub fn pool2d_backward(kind: PoolKind, g: &PoolGeom, x: &Value, dy: &Value) -> V
     if dx.is_empty() || oh * ow == 0 {
         return Value::f32(dx, x_shape);
     }
+    if kind == PoolKind::Max && is_2x2(g) {
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(p, grad)| {
+            let plane = &xd[p * h * w..(p + 1) * h * w];
+            let dplane = &dyd[p * oh * ow..(p + 1) * oh * ow];
+            for oi in 0..oh {
+                let (t, u) = (2 * oi * w, (2 * oi + 1) * w);
+                for oj in 0..ow {
+                    // First maximum in row-major window order, as the general path.
+                    let cand = [t + 2 * oj, t + 2 * oj + 1, u + 2 * oj, u + 2 * oj + 1];
+                    let mut best = cand[0];
+                    for &c in &cand[1..] {
+                        best = if plane[c] > plane[best] { c } else { best };
+                    }
+                    grad[best] += dplane[oi * ow + oj];
+                }
+            }
+        });
+        return Value::f32(dx, x_shape);
+    }
+    let win = Windows::new(g, h, w, oh, ow);
     let area = (g.kernel.0 * g.kernel.1) as f32;
     dx.par_chunks_mut(h * w).enumerate().for_each(|(p, grad)| {
         let plane = &xd[p * h * w..(p + 1) * h * w];
@@ -85,11 +168,16 @@ pub fn pool2d_backward(kind: PoolKind, g: &PoolGeom, x: &Value, dy: &Value) -> V
                 let d = dplane[oi * ow + oj];
                 match kind {
                     PoolKind::Max => {
-                        if let Some(i) = argmax(g, plane, h, w, oi, oj) {
+                        if let Some(i) = win.argmax(plane, w, oi, oj) {
                             grad[i] += d;
                         }
                     }
-                    PoolKind::Avg => taps(g, h, w, oi, oj, |ih, iw| grad[ih * w + iw] += d / area),
+                    PoolKind::Avg => {
+                        let ((r0, r1), (c0, c1)) = (win.rows[oi], win.cols[oj]);
+                        for ih in r0..r1 {
+                            grad[ih * w + c0..ih * w + c1].iter_mut().for_each(|v| *v += d / area);
+                        }
+                    }
                 }
             }
         }
