@@ -92,9 +92,18 @@ pub fn find(flag: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
-/// Load train and test splits from `path` (see [`find`]), through the cache.
+/// Load train and test splits from `path` (see [`find`]), through the cache
+/// in `$SHADERGRAD_CACHE` or `~/.cache/shadergrad`.
 pub fn load(path: &Path) -> Result<Cifar10> {
-    let cache = cache_path(path);
+    let dir = std::env::var_os("SHADERGRAD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/shadergrad")));
+    load_cached(path, dir.as_deref())
+}
+
+/// Load through a decoded cache kept in `cache_dir` (none: no cache).
+pub fn load_cached(path: &Path, cache_dir: Option<&Path>) -> Result<Cifar10> {
+    let cache = cache_dir.and_then(|d| cache_path(d, path));
     if let Some(c) = &cache {
         if let Ok(data) = read_cache(c) {
             return Ok(data);
@@ -373,12 +382,9 @@ fn load_archive(path: &Path) -> Result<Cifar10> {
 
 const CACHE_MAGIC: &[u8; 8] = b"SGCIFAR1";
 
-/// `$SHADERGRAD_CACHE` or `~/.cache/shadergrad`, keyed by the source's path,
-/// size and modification time.
-fn cache_path(source: &Path) -> Option<PathBuf> {
-    let dir = std::env::var_os("SHADERGRAD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/shadergrad")))?;
+/// The cache file in `dir` for `source`, keyed by its path, size and
+/// modification time.
+fn cache_path(dir: &Path, source: &Path) -> Option<PathBuf> {
     let canon = fs::canonicalize(source).ok()?;
     let meta = fs::metadata(&canon).ok()?;
     let stamp = meta

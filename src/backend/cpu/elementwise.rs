@@ -11,11 +11,17 @@ use crate::{DType, Result};
 /// A dense output of `n` elements written by `f(offset, chunk)` over
 /// disjoint chunks, in parallel when large. No zero-fill first: every
 /// element is written exactly once.
-pub(crate) fn build<T: Send + Copy>(n: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync) -> Vec<T> {
+pub(crate) fn build<T: Send + Copy>(
+    n: usize,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_MIN {
-        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| f(c * CHUNK, chunk));
+        spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| f(c * CHUNK, chunk));
     } else {
         f(0, spare);
     }
@@ -199,7 +205,10 @@ pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Va
             BinaryOp::Add => Value::i32(run!(|p: i32, q: i32| p.wrapping_add(q)), shape),
             BinaryOp::Mul => Value::i32(run!(|p: i32, q: i32| p.wrapping_mul(q)), shape),
             BinaryOp::Max => Value::i32(run!(|p: i32, q: i32| p.max(q)), shape),
-            BinaryOp::Pow => Value::i32(run!(|p: i32, q: i32| (p as f64).powf(q as f64) as i32), shape),
+            BinaryOp::Pow => Value::i32(
+                run!(|p: i32, q: i32| (p as f64).powf(q as f64) as i32),
+                shape,
+            ),
         });
     }
     debug_assert_eq!(out_dtype, DType::F32);
@@ -219,7 +228,11 @@ pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Va
         BinaryOp::Add => run!(|p: f32, q: f32| p + q),
         BinaryOp::Mul => run!(|p: f32, q: f32| p * q),
         // NaN-propagating, like PyTorch's maximum.
-        BinaryOp::Max => run!(|p: f32, q: f32| if p.is_nan() || q.is_nan() { f32::NAN } else { p.max(q) }),
+        BinaryOp::Max => run!(|p: f32, q: f32| if p.is_nan() || q.is_nan() {
+            f32::NAN
+        } else {
+            p.max(q)
+        }),
         BinaryOp::Pow => run!(f32::powf),
         BinaryOp::CmpLt => run!(|p: f32, q: f32| (p < q) as u8 as f32),
         BinaryOp::CmpEq => run!(|p: f32, q: f32| (p == q) as u8 as f32),
@@ -233,7 +246,11 @@ pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
         // Selecting integers: the condition as 0/1 integers keeps one element type.
         let (dc, da, db) = (as_f32(c), as_i32(a), as_i32(b));
         let cond: Vec<i32> = dc.iter().map(|&v| (v != 0.0) as i32).collect();
-        let (rc, ra, rb) = (Reader::new(&cond, &c.layout), Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
+        let (rc, ra, rb) = (
+            Reader::new(&cond, &c.layout),
+            Reader::new(&da, &a.layout),
+            Reader::new(&db, &b.layout),
+        );
         let out = map_blocks(shape, [&rc, &ra, &rb], |[c, x, y], o| {
             for (((o, &c), &x), &y) in o.iter_mut().zip(c).zip(x).zip(y) {
                 o.write(if c != 0 { x } else { y });
@@ -242,7 +259,11 @@ pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
         return Value::i32(out, shape);
     }
     let (dc, da, db) = (as_f32(c), as_f32(a), as_f32(b));
-    let (rc, ra, rb) = (Reader::new(&dc, &c.layout), Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
+    let (rc, ra, rb) = (
+        Reader::new(&dc, &c.layout),
+        Reader::new(&da, &a.layout),
+        Reader::new(&db, &b.layout),
+    );
     let out = map_blocks(shape, [&rc, &ra, &rb], |[c, x, y], o| {
         for (((o, &c), &x), &y) in o.iter_mut().zip(c).zip(x).zip(y) {
             o.write(if c != 0.0 { x } else { y });

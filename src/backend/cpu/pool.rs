@@ -9,7 +9,13 @@ use crate::backend::Value;
 use crate::op::{PoolGeom, PoolKind};
 
 /// Clipped input range `[lo, hi)` of each output position along one axis.
-fn ranges(out: usize, input: usize, kernel: usize, stride: usize, pad: usize) -> Vec<(usize, usize)> {
+fn ranges(
+    out: usize,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+) -> Vec<(usize, usize)> {
     (0..out)
         .map(|o| {
             let start = (o * stride) as isize - pad as isize;
@@ -80,7 +86,9 @@ impl Windows {
     fn sum(&self, plane: &[f32], w: usize, oi: usize, oj: usize) -> f32 {
         let (r0, r1) = self.rows[oi];
         let (c0, c1) = self.cols[oj];
-        (r0..r1).map(|ih| plane[ih * w + c0..ih * w + c1].iter().sum::<f32>()).sum()
+        (r0..r1)
+            .map(|ih| plane[ih * w + c0..ih * w + c1].iter().sum::<f32>())
+            .sum()
     }
 }
 
@@ -101,7 +109,10 @@ pub fn pool2d(kind: PoolKind, g: &PoolGeom, x: &Value, y_shape: &[usize]) -> Val
         y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
             let plane = &xd[p * h * w..(p + 1) * h * w];
             for (oi, orow) in out.chunks_mut(ow).enumerate() {
-                let (r0, r1) = (&plane[2 * oi * w..2 * oi * w + 2 * ow], &plane[(2 * oi + 1) * w..(2 * oi + 1) * w + 2 * ow]);
+                let (r0, r1) = (
+                    &plane[2 * oi * w..2 * oi * w + 2 * ow],
+                    &plane[(2 * oi + 1) * w..(2 * oi + 1) * w + 2 * ow],
+                );
                 for (oj, o) in orow.iter_mut().enumerate() {
                     let (a, b, c, d) = (r0[2 * oj], r0[2 * oj + 1], r1[2 * oj], r1[2 * oj + 1]);
                     *o = if a.is_nan() || b.is_nan() || c.is_nan() || d.is_nan() {
@@ -175,7 +186,9 @@ pub fn pool2d_backward(kind: PoolKind, g: &PoolGeom, x: &Value, dy: &Value) -> V
                     PoolKind::Avg => {
                         let ((r0, r1), (c0, c1)) = (win.rows[oi], win.cols[oj]);
                         for ih in r0..r1 {
-                            grad[ih * w + c0..ih * w + c1].iter_mut().for_each(|v| *v += d / area);
+                            grad[ih * w + c0..ih * w + c1]
+                                .iter_mut()
+                                .for_each(|v| *v += d / area);
                         }
                     }
                 }
