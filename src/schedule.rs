@@ -4,8 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::backend::cpu::elementwise::{Instr, Program};
 use crate::backend::{cpu, Value};
-use crate::{Result, Tensor};
+use crate::op::Op;
+use crate::{DType, Result, Tensor};
 
 /// Nodes reachable from `outputs` that have no value yet, inputs before users.
 pub(crate) fn toposort(outputs: &[Tensor], stop_at_realized: bool) -> Vec<Tensor> {
@@ -31,27 +33,206 @@ pub(crate) fn toposort(outputs: &[Tensor], stop_at_realized: bool) -> Vec<Tensor
     order
 }
 
+/// An f32 elementwise node over f32 inputs: can be computed inside a fused pass.
+fn fusable(t: &Tensor) -> bool {
+    matches!(t.op(), Op::Unary(_) | Op::Binary(_) | Op::Where)
+        && t.dtype() == DType::F32
+        && t.inputs().iter().all(|i| i.dtype() == DType::F32)
+}
+
+/// Largest expression (in ops) that is recomputed in more than one consumer;
+/// larger shared subexpressions are materialised once instead.
+const MAX_SHARED_INLINE: usize = 4;
+/// Largest expression inlined into a single consumer.
+const MAX_INLINE: usize = 24;
+
+/// `SHADERGRAD_FUSION=0` turns elementwise fusion off (for comparisons and debugging).
+fn fusion_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SHADERGRAD_FUSION").map_or(true, |v| v != "0"))
+}
+
+/// What the last `realize` on this thread ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealizeStats {
+    /// Kernels executed (a fused pass counts once).
+    pub kernels: usize,
+    /// Of those, fused elementwise passes.
+    pub fused: usize,
+    /// Elementwise nodes computed inside fused passes instead of on their own.
+    pub inlined: usize,
+}
+
+thread_local! {
+    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0 }) };
+}
+
+/// Statistics of the last `realize` on this thread (tests use it to show fusion).
+pub fn last_realize_stats() -> RealizeStats {
+    LAST_STATS.with(|s| s.get())
+}
+
+/// How a scheduled node runs.
+enum Step {
+    /// Computed inside its consumers' fused passes; never materialised.
+    Inlined,
+    /// Its own kernel on its direct inputs.
+    Kernel,
+    /// One fused pass: `program` over `leaves`.
+    Fused {
+        program: Program,
+        leaves: Vec<Tensor>,
+    },
+}
+
+/// Build the program computing `root` from non-inlined leaves.
+fn build_program(root: &Tensor, inlined: &HashSet<u64>) -> (Program, Vec<Tensor>) {
+    let mut leaves: Vec<Tensor> = Vec::new();
+    let mut slot_of: HashMap<u64, usize> = HashMap::new();
+    // Post-order over the inlined tree, iteratively.
+    let mut ops: Vec<Tensor> = Vec::new();
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            ops.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        for i in t.inputs().iter().rev() {
+            if inlined.contains(&i.id()) {
+                stack.push((i.clone(), false));
+            } else if let std::collections::hash_map::Entry::Vacant(e) = slot_of.entry(i.id()) {
+                e.insert(leaves.len());
+                leaves.push(i.clone());
+            }
+        }
+    }
+    let n_leaves = leaves.len();
+    let mut instrs = Vec::with_capacity(ops.len());
+    for (k, t) in ops.iter().enumerate() {
+        let args = t.inputs().iter().map(|i| slot_of[&i.id()]).collect();
+        instrs.push(Instr {
+            op: t.op().clone(),
+            args,
+        });
+        slot_of.insert(t.id(), n_leaves + k);
+    }
+    (
+        Program {
+            leaves: n_leaves,
+            instrs,
+        },
+        leaves,
+    )
+}
+
 pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     let order = toposort(outputs, true);
     if order.is_empty() {
+        LAST_STATS.with(|s| s.set(RealizeStats::default()));
         return Ok(());
     }
     let scheduled: HashSet<u64> = order.iter().map(|t| t.id()).collect();
     let wanted: HashSet<u64> = outputs.iter().map(|t| t.id()).collect();
-    // Uses of each scheduled node by scheduled consumers.
-    let mut uses: HashMap<u64, usize> = HashMap::new();
+    // Direct uses of each scheduled node, and whether each user is elementwise.
+    let mut users: HashMap<u64, Vec<bool>> = HashMap::new();
     for t in &order {
         for i in t.inputs() {
+            if scheduled.contains(&i.id()) {
+                users.entry(i.id()).or_default().push(fusable(t));
+            }
+        }
+    }
+    // Keep a value on its node when it was asked for, or when something
+    // outside this schedule (a user's handle, another graph) still holds it:
+    // the references are `order` itself plus one per scheduled use.
+    let keep: HashSet<u64> = order
+        .iter()
+        .filter(|t| {
+            let edges = users.get(&t.id()).map_or(0, |u| u.len());
+            wanted.contains(&t.id()) || Arc::strong_count(&t.0) > 1 + edges
+        })
+        .map(|t| t.id())
+        .collect();
+
+    // Fusion plan: inline an elementwise node into its users when they are
+    // all elementwise and nobody else needs its value; a node shared by
+    // several users is recomputed in each only while it is small.
+    let mut inlined: HashSet<u64> = HashSet::new();
+    let mut size: HashMap<u64, usize> = HashMap::new();
+    for t in &order {
+        if !fusion_enabled() || !fusable(t) {
+            continue;
+        }
+        let s = 1 + t
+            .inputs()
+            .iter()
+            .filter(|i| inlined.contains(&i.id()))
+            .map(|i| size[&i.id()])
+            .sum::<usize>();
+        size.insert(t.id(), s);
+        let u = users.get(&t.id()).map_or(&[][..], |v| v.as_slice());
+        let limit = if u.len() == 1 {
+            MAX_INLINE
+        } else {
+            MAX_SHARED_INLINE
+        };
+        if !u.is_empty() && u.iter().all(|&f| f) && s <= limit && !keep.contains(&t.id()) {
+            inlined.insert(t.id());
+        }
+    }
+    let steps: Vec<Step> = order
+        .iter()
+        .map(|t| {
+            if inlined.contains(&t.id()) {
+                Step::Inlined
+            } else if fusable(t) && t.inputs().iter().any(|i| inlined.contains(&i.id())) {
+                let (program, leaves) = build_program(t, &inlined);
+                Step::Fused { program, leaves }
+            } else {
+                Step::Kernel
+            }
+        })
+        .collect();
+    let step_inputs = |t: &Tensor, step: &Step| -> Vec<Tensor> {
+        match step {
+            Step::Fused { leaves, .. } => leaves.clone(),
+            _ => t.inputs().to_vec(),
+        }
+    };
+    // Remaining uses of each value by the steps that actually run.
+    let mut uses: HashMap<u64, usize> = HashMap::new();
+    for (t, step) in order.iter().zip(&steps) {
+        if matches!(step, Step::Inlined) {
+            continue;
+        }
+        for i in step_inputs(t, step) {
             if scheduled.contains(&i.id()) {
                 *uses.entry(i.id()).or_default() += 1;
             }
         }
     }
-    let edges = uses.clone();
+
+    let stats = RealizeStats {
+        kernels: steps.iter().filter(|s| !matches!(s, Step::Inlined)).count(),
+        fused: steps
+            .iter()
+            .filter(|s| matches!(s, Step::Fused { .. }))
+            .count(),
+        inlined: inlined.len(),
+    };
+    LAST_STATS.with(|s| s.set(stats));
     let mut values: HashMap<u64, Value> = HashMap::new();
-    for t in &order {
-        let inputs = t
-            .inputs()
+    for (t, step) in order.iter().zip(&steps) {
+        if matches!(step, Step::Inlined) {
+            continue;
+        }
+        let ins = step_inputs(t, step);
+        let inputs = ins
             .iter()
             .map(|i| match i.0.value.get() {
                 Some(v) => v.clone(),
@@ -59,12 +240,18 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
             })
             .collect::<Vec<_>>();
         let started = profile::enabled().then(std::time::Instant::now);
-        let v = cpu::exec(t.op(), &inputs, t.shape(), t.dtype())?;
+        let v = match step {
+            Step::Fused { program, .. } => cpu::elementwise::fused(program, &inputs, t.shape()),
+            _ => cpu::exec(t.op(), &inputs, t.shape(), t.dtype())?,
+        };
         if let Some(s) = started {
-            profile::record(t.op(), s.elapsed());
+            match step {
+                Step::Fused { .. } => profile::record_name("fused elementwise", s.elapsed()),
+                _ => profile::record(t.op(), s.elapsed()),
+            }
         }
         drop(inputs);
-        for i in t.inputs() {
+        for i in &ins {
             if let Some(n) = uses.get_mut(&i.id()) {
                 *n -= 1;
                 if *n == 0 {
@@ -72,12 +259,7 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
                 }
             }
         }
-        // Keep the value on the node when it was asked for, or when something
-        // outside this schedule (a user's handle, another graph) still holds it:
-        // the references are `order` itself plus one per scheduled use.
-        let scheduled_uses = edges.get(&t.id()).copied().unwrap_or(0);
-        let held_elsewhere = Arc::strong_count(&t.0) > 1 + scheduled_uses;
-        if wanted.contains(&t.id()) || held_elsewhere {
+        if keep.contains(&t.id()) {
             let _ = t.0.value.set(v.clone());
         }
         if uses.get(&t.id()).copied().unwrap_or(0) > 0 {
@@ -114,10 +296,14 @@ pub mod profile {
     }
 
     pub fn record(op: &Op, d: Duration) {
+        record_name(&key(op), d);
+    }
+
+    pub fn record_name(name: &str, d: Duration) {
         let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
         let e = t
             .get_or_insert_with(HashMap::new)
-            .entry(key(op))
+            .entry(name.to_string())
             .or_default();
         e.0 += 1;
         e.1 += d;

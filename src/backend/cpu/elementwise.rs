@@ -78,6 +78,46 @@ impl<'a, T: Copy> Reader<'a, T> {
     }
 }
 
+/// Merge adjacent axes wherever every operand's layout allows it (axis d
+/// folds into d+1 when `stride[d] == stride[d+1] * shape[d+1]`, broadcast
+/// zeros included), so rows get as long as possible: a per-channel bias
+/// over `[n, c, h, w]` becomes runs of `h * w` instead of `w`.
+fn collapse(shape: &[usize], layouts: &[&Layout]) -> (Vec<usize>, Vec<Layout>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut strides: Vec<Vec<usize>> = vec![Vec::new(); layouts.len()];
+    for (d, &size) in shape.iter().enumerate() {
+        if size == 1 {
+            continue;
+        }
+        let mergeable = !out_shape.is_empty()
+            && layouts
+                .iter()
+                .enumerate()
+                .all(|(k, l)| strides[k].last() == Some(&(l.strides[d] * size)));
+        if mergeable {
+            *out_shape.last_mut().expect("non-empty") *= size;
+            for (k, l) in layouts.iter().enumerate() {
+                *strides[k].last_mut().expect("non-empty") = l.strides[d];
+            }
+        } else {
+            out_shape.push(size);
+            for (k, l) in layouts.iter().enumerate() {
+                strides[k].push(l.strides[d]);
+            }
+        }
+    }
+    let collapsed = layouts
+        .iter()
+        .zip(strides)
+        .map(|(l, st)| Layout {
+            shape: out_shape.clone(),
+            strides: st,
+            offset: l.offset,
+        })
+        .collect();
+    (out_shape, collapsed)
+}
+
 /// The length of the run of output elements from `start` that stays within
 /// one row of `shape` (everything, when all operands are dense).
 #[inline]
@@ -127,6 +167,10 @@ fn map_blocks<T: Copy + Default + Send + Sync, U: Copy + Send, const K: usize>(
 ) -> Vec<U> {
     const BLOCK: usize = 1024;
     let n = crate::shape::numel(shape);
+    let (cshape, clayouts) = collapse(shape, &readers.map(|r| &r.layout));
+    let readers: [Reader<'_, T>; K] =
+        std::array::from_fn(|k| Reader::new(readers[k].data, &clayouts[k]));
+    let shape = &cshape[..];
     let all_dense = readers.iter().all(|r| r.layout.is_contiguous());
     build(n, |start, chunk| {
         let mut bufs = [[T::default(); BLOCK]; K];
@@ -324,4 +368,111 @@ pub fn rand(seed: u64, n: usize) -> Vec<f32> {
         let h = hash32(hash32((i as u32).wrapping_add(k1)) ^ k2);
         (h >> 8) as f32 * (1.0 / 16_777_216.0)
     })
+}
+
+/// One instruction of a fused elementwise program. Slots `0..leaves` hold
+/// the inputs; instruction `i` writes slot `leaves + i` from earlier slots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instr {
+    pub op: crate::op::Op,
+    pub args: Vec<usize>,
+}
+
+/// A chain (tree) of f32 elementwise ops evaluated in one pass: no
+/// intermediate result is ever materialised. The last instruction's slot
+/// is the output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Program {
+    pub leaves: usize,
+    pub instrs: Vec<Instr>,
+}
+
+fn unary_fn(op: UnaryOp) -> fn(f32) -> f32 {
+    match op {
+        UnaryOp::Neg => |v| -v,
+        UnaryOp::Exp => f32::exp,
+        UnaryOp::Log => f32::ln,
+        UnaryOp::Sqrt => f32::sqrt,
+        UnaryOp::Recip => f32::recip,
+        UnaryOp::Sin => f32::sin,
+        UnaryOp::Tanh => f32::tanh,
+        UnaryOp::Erf => erf,
+    }
+}
+
+/// Run `program` over `leaves` (f32 values of the output's shape, any layout).
+pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value {
+    const BLOCK: usize = 512;
+    let data: Vec<_> = leaves.iter().map(as_f32).collect();
+    let n = crate::shape::numel(out_shape);
+    let (cshape, clayouts) = collapse(
+        out_shape,
+        &leaves.iter().map(|v| &v.layout).collect::<Vec<_>>(),
+    );
+    let readers: Vec<Reader<'_, f32>> = data
+        .iter()
+        .zip(&clayouts)
+        .map(|(d, l)| Reader::new(d, l))
+        .collect();
+    let shape = &cshape[..];
+    let all_dense = readers.iter().all(|r| r.layout.is_contiguous());
+    let slots_len = program.leaves + program.instrs.len();
+    let out = build(n, |start, chunk| {
+        let mut slots = vec![[0.0f32; BLOCK]; slots_len];
+        let mut done = 0;
+        while done < chunk.len() {
+            let at = start + done;
+            let len = run_len(shape, all_dense, at, start + chunk.len()).min(BLOCK);
+            for (k, r) in readers.iter().enumerate() {
+                let (base, stride) = r.span(at);
+                load(r.data, base, stride, len, &mut slots[k]);
+            }
+            for (i, ins) in program.instrs.iter().enumerate() {
+                let (inputs, rest) = slots.split_at_mut(program.leaves + i);
+                let dst = &mut rest[0][..len];
+                let arg = |j: usize| &inputs[ins.args[j]][..len];
+                match &ins.op {
+                    crate::op::Op::Unary(u) => {
+                        let f = unary_fn(*u);
+                        dst.iter_mut().zip(arg(0)).for_each(|(d, &a)| *d = f(a));
+                    }
+                    crate::op::Op::Binary(b) => {
+                        let (p, q) = (arg(0), arg(1));
+                        let it = dst.iter_mut().zip(p).zip(q);
+                        match b {
+                            BinaryOp::Add => it.for_each(|((d, &x), &y)| *d = x + y),
+                            BinaryOp::Mul => it.for_each(|((d, &x), &y)| *d = x * y),
+                            BinaryOp::Max => it.for_each(|((d, &x), &y)| {
+                                *d = if x.is_nan() || y.is_nan() {
+                                    f32::NAN
+                                } else {
+                                    x.max(y)
+                                }
+                            }),
+                            BinaryOp::Pow => it.for_each(|((d, &x), &y)| *d = x.powf(y)),
+                            BinaryOp::CmpLt => {
+                                it.for_each(|((d, &x), &y)| *d = (x < y) as u8 as f32)
+                            }
+                            BinaryOp::CmpEq => {
+                                it.for_each(|((d, &x), &y)| *d = (x == y) as u8 as f32)
+                            }
+                        }
+                    }
+                    crate::op::Op::Where => {
+                        let (c, x, y) = (arg(0), arg(1), arg(2));
+                        for (((d, &c), &x), &y) in dst.iter_mut().zip(c).zip(x).zip(y) {
+                            *d = if c != 0.0 { x } else { y };
+                        }
+                    }
+                    other => unreachable!("not an elementwise op: {other:?}"),
+                }
+            }
+            let result = &slots[slots_len - 1][..len];
+            for (o, &v) in chunk[done..done + len].iter_mut().zip(result) {
+                o.write(v);
+            }
+            done += len;
+        }
+    });
+    Value::f32(out, out_shape)
 }

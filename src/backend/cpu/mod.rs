@@ -2,7 +2,7 @@
 //! with rayon, matmul and convolution on the `gemm` crate.
 
 mod conv;
-mod elementwise;
+pub mod elementwise;
 mod index;
 mod matmul;
 mod pool;

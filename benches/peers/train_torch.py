@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""The seed CNN in PyTorch CPU, same data, batch, optimizer (Adam 1e-3,
+eps 1e-7 as Keras) and thread count; --json prints one JSON line whose
+images_per_sec is the last epoch's training throughput.
+
+    python3 benches/peers/train_torch.py --epochs 10
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cifar_data  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data")
+ap.add_argument("--epochs", type=int, default=10)
+ap.add_argument("--batch", type=int, default=32)
+ap.add_argument("--limit-train", type=int)
+ap.add_argument("--limit-test", type=int)
+ap.add_argument("--threads", type=int, default=int(os.environ.get("SHADERGRAD_THREADS", os.cpu_count())))
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--json", action="store_true")
+args = ap.parse_args()
+torch.set_num_threads(args.threads)
+torch.manual_seed(args.seed)
+
+xtr, ytr, xte, yte = cifar_data.load(args.data or cifar_data.default_path())
+xtr, ytr = cifar_data.subset(xtr, ytr, args.limit_train)
+xte, yte = cifar_data.subset(xte, yte, args.limit_test, seed=1)
+to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).float() / 255.0  # noqa: E731
+xtr, xte = to_t(xtr), to_t(xte)
+ytr, yte = torch.from_numpy(ytr).long(), torch.from_numpy(yte).long()
+
+model = nn.Sequential(
+    nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(),
+    nn.Linear(64 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+)
+for m in model:
+    if isinstance(m, (nn.Conv2d, nn.Linear)):  # Keras' defaults
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+loss_fn = nn.CrossEntropyLoss()
+
+start = time.perf_counter()
+for epoch in range(args.epochs):
+    t = time.perf_counter()
+    perm = torch.randperm(len(xtr))
+    total, seen = 0.0, 0
+    for i in range(0, len(xtr), args.batch):
+        idx = perm[i:i + args.batch]
+        loss = loss_fn(model(xtr[idx]), ytr[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+    epoch_secs = time.perf_counter() - t
+    with torch.no_grad():
+        acc = sum((model(xte[j:j + 500]).argmax(1) == yte[j:j + 500]).sum().item()
+                  for j in range(0, len(xte), 500)) / len(xte)
+    if not args.json:
+        print(f"epoch {epoch + 1}: train loss {total / seen:.4f} test acc {acc:.4f} {seen / epoch_secs:.0f} img/s")
+result = {"peer": "pytorch", "torch": torch.__version__, "threads": args.threads, "epochs": args.epochs,
+          "train_loss": total / seen, "test_accuracy": acc, "images_per_sec": seen / epoch_secs,
+          "seconds": time.perf_counter() - start}
+print(json.dumps(result))

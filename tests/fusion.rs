@@ -1,0 +1,64 @@
+//! Elementwise fusion: chains run as one pass, with the same numbers.
+
+mod common;
+use common::*;
+use shadergrad::schedule::last_realize_stats;
+use shadergrad::Result;
+
+fn chain_is_one_kernel() -> Result<()> {
+    let (a, b, c) = (rt(&[33, 7], 1), rt(&[33, 7], 2), rt(&[7], 3));
+    let y = a.mul(&b)?.add(&c)?.relu();
+    y.realize()?;
+    let s = last_realize_stats();
+    // mul, add (with the broadcast bias read in place), compare, where: one pass.
+    assert_eq!(s.fused, 1, "{s:?}");
+    assert!(s.inlined >= 3, "{s:?}");
+    let (av, bv, cv) = (a.to_vec()?, b.to_vec()?, c.to_vec()?);
+    let want: Vec<f32> = (0..33 * 7)
+        .map(|i| (av[i] * bv[i] + cv[i % 7]).max(0.0))
+        .collect();
+    assert_close(&y.to_vec()?, &want, 1e-6, 1e-6);
+    Ok(())
+}
+
+fn values_held_by_handles_are_not_inlined() -> Result<()> {
+    let a = rt(&[5, 5], 4);
+    let h = a.exp();
+    let y = h.add_scalar(1.0).log();
+    y.realize()?;
+    // h is held by this function, so it was materialised and cached.
+    assert!(h.is_realized());
+    assert_close(
+        &h.to_vec()?,
+        &a.to_vec()?.iter().map(|v| v.exp()).collect::<Vec<_>>(),
+        1e-6,
+        1e-6,
+    );
+    Ok(())
+}
+
+fn fused_loss_matches_f64_reference() -> Result<()> {
+    // Softmax cross-entropy over a permuted (transposed) operand, against f64.
+    let logits = rt(&[4, 6], 5).t()?.mul_scalar(3.0);
+    let classes = [1usize, 0, 3, 2, 3, 1];
+    let labels = ti(&classes.map(|c| c as i32), &[6]);
+    let loss = logits.cross_entropy(&labels, 0.0)?;
+    let v = logits.to_vec()?;
+    let mut want = 0.0f64;
+    for (r, &l) in classes.iter().enumerate() {
+        let row: Vec<f64> = (0..4).map(|c| v[r * 4 + c] as f64).collect();
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        want += m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - row[l];
+    }
+    assert_close(&[loss.item()?], &[(want / 6.0) as f32], 1e-5, 1e-5);
+    // A label outside the classes is an error at realize time, not a panic.
+    let bad = logits.cross_entropy(&ti(&[1, 0, 3, 2, 5, 1], &[6]), 0.0)?;
+    assert!(bad.item().is_err());
+    Ok(())
+}
+
+backend_tests!(
+    chain_is_one_kernel,
+    values_held_by_handles_are_not_inlined,
+    fused_loss_matches_f64_reference
+);
