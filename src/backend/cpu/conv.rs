@@ -185,10 +185,10 @@ pub fn conv2d(x: &Value, w: &Value, g: &ConvGeom, y_shape: &[usize]) -> Value {
 pub fn conv2d_backward_data(dy: &Value, w: &Value, g: &ConvGeom, x_shape: &[usize]) -> Value {
     let d = Dims::new(x_shape, &w.layout.shape, &dy.layout.shape, g);
     let (dyd, wd) = (f32_data(dy), f32_data(w));
-    let mut dx = vec![0.0f32; crate::shape::numel(x_shape)];
+    let n = crate::shape::numel(x_shape);
     let (img_in, img_out) = (d.c * d.h * d.w, d.o * d.spatial());
-    if dx.is_empty() || img_out == 0 {
-        return Value::f32(dx, x_shape);
+    if n == 0 || img_out == 0 {
+        return Value::f32(vec![0.0; n], x_shape);
     }
     let rows = d.col_rows();
     let one_image = |ni: usize, dx_img: &mut [f32], col: &mut Vec<f32>, threads: bool| {
@@ -225,18 +225,21 @@ pub fn conv2d_backward_data(dy: &Value, w: &Value, g: &ConvGeom, x_shape: &[usiz
             }
         }
     };
-    if d.parallel_images() {
-        dx.par_chunks_mut(img_in)
-            .enumerate()
-            .for_each_init(Vec::new, |col, (ni, dx_img)| {
-                one_image(ni, dx_img, col, false)
-            });
+    let dx = if d.parallel_images() {
+        thread_local! {
+            static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        super::zeroed_chunks(n, img_in, |ni, dx_img| {
+            COL.with(|col| one_image(ni, dx_img, &mut col.borrow_mut(), false))
+        })
     } else {
+        let mut dx = vec![0.0f32; n];
         let mut col = Vec::new();
         for (ni, dx_img) in dx.chunks_mut(img_in).enumerate() {
             one_image(ni, dx_img, &mut col, true);
         }
-    }
+        dx
+    };
     Value::f32(dx, x_shape)
 }
 

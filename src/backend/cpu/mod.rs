@@ -108,6 +108,29 @@ fn view(v: &Value, layout: Layout) -> Value {
     }
 }
 
+/// `n` zeros in chunks of `chunk`, each zeroed and then filled by `f(index,
+/// chunk)` on a worker thread: the zeroing happens in parallel, in cache,
+/// right before the chunk is used, instead of one serial pass up front.
+pub(crate) fn zeroed_chunks(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            c.fill(std::mem::MaybeUninit::new(0.0));
+            // SAFETY: every element of `c` was just initialised.
+            let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            f(i, c);
+        });
+    // SAFETY: all `n` elements were initialised chunk by chunk above.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// A dense row-major copy (or the value itself when it already is one).
 pub fn contiguous(v: &Value) -> Value {
     if v.layout.is_contiguous() && v.layout.offset == 0 && v.storage.len() == v.layout.numel() {

@@ -146,12 +146,12 @@ pub fn pool2d_backward(kind: PoolKind, g: &PoolGeom, x: &Value, dy: &Value) -> V
     let (h, w) = (x_shape[2], x_shape[3]);
     let (oh, ow) = (dy.layout.shape[2], dy.layout.shape[3]);
     let (xd, dyd) = (f32_data(x), f32_data(dy));
-    let mut dx = vec![0.0f32; crate::shape::numel(x_shape)];
-    if dx.is_empty() || oh * ow == 0 {
-        return Value::f32(dx, x_shape);
+    let n = crate::shape::numel(x_shape);
+    if n == 0 || oh * ow == 0 {
+        return Value::f32(vec![0.0; n], x_shape);
     }
     if kind == PoolKind::Max && is_2x2(g) {
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(p, grad)| {
+        let dx = super::zeroed_chunks(n, h * w, |p, grad| {
             let plane = &xd[p * h * w..(p + 1) * h * w];
             let dplane = &dyd[p * oh * ow..(p + 1) * oh * ow];
             for oi in 0..oh {
@@ -171,7 +171,7 @@ pub fn pool2d_backward(kind: PoolKind, g: &PoolGeom, x: &Value, dy: &Value) -> V
     }
     let win = Windows::new(g, h, w, oh, ow);
     let area = (g.kernel.0 * g.kernel.1) as f32;
-    dx.par_chunks_mut(h * w).enumerate().for_each(|(p, grad)| {
+    let dx = super::zeroed_chunks(n, h * w, |p, grad| {
         let plane = &xd[p * h * w..(p + 1) * h * w];
         let dplane = &dyd[p * oh * ow..(p + 1) * oh * ow];
         for oi in 0..oh {

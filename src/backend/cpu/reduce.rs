@@ -6,8 +6,120 @@ use super::{f32_data, PAR_MIN};
 use crate::backend::{Storage, Value};
 use crate::op::ReduceOp;
 
+/// Dense input, walked in memory order: axes are collapsed into alternating
+/// kept / reduced groups and every contiguous run is folded straight into
+/// the (small) output. No transposed copy of the input.
+fn reduce_dense(op: ReduceOp, axes: &[usize], data: &[f32], shape: &[usize]) -> Vec<f32> {
+    // (size, reduced) groups, size-1 axes dropped.
+    let mut groups: Vec<(usize, bool)> = Vec::new();
+    for (d, &size) in shape.iter().enumerate() {
+        let red = axes.contains(&d);
+        match groups.last_mut() {
+            _ if size == 1 => {}
+            Some((s, r)) if *r == red => *s *= size,
+            _ => groups.push((size, red)),
+        }
+    }
+    let n_out: usize = groups.iter().filter(|g| !g.1).map(|g| g.0).product();
+    let init = match op {
+        ReduceOp::Sum => 0.0f64,
+        ReduceOp::Max => f64::NEG_INFINITY,
+    };
+    if groups.is_empty() {
+        return data.iter().map(|&v| v).collect();
+    }
+    let (inner, inner_reduced) = *groups.last().expect("non-empty");
+    let outer = &groups[..groups.len() - 1];
+    // Output stride of each outer group (0 for reduced groups).
+    let mut out_strides = vec![0usize; outer.len()];
+    let mut acc = if inner_reduced { 1 } else { inner };
+    for (i, &(size, red)) in outer.iter().enumerate().rev() {
+        if !red {
+            out_strides[i] = acc;
+            acc *= size;
+        }
+    }
+    let fold = |a: f64, v: f32| -> f64 {
+        match op {
+            ReduceOp::Sum => a + v as f64,
+            ReduceOp::Max => {
+                if a.is_nan() || v.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(v as f64)
+                }
+            }
+        }
+    };
+    let combine = |a: f64, b: f64| -> f64 {
+        match op {
+            ReduceOp::Sum => a + b,
+            ReduceOp::Max => {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(b)
+                }
+            }
+        }
+    };
+    let runs = data.len() / inner.max(1);
+    // Fixed partitions of the runs (independent of the thread count), each
+    // folded into its own partial output, combined in order: deterministic.
+    let parts = if data.len() >= super::PAR_MIN {
+        runs.clamp(1, 16)
+    } else {
+        1
+    };
+    let per = runs.div_ceil(parts);
+    let partial = |p: usize| -> Vec<f64> {
+        let mut out = vec![init; n_out];
+        let (r0, r1) = (p * per, ((p + 1) * per).min(runs));
+        for r in r0..r1 {
+            // Output offset of run r from its outer-group indices.
+            let mut rem = r;
+            let mut base = 0;
+            for i in (0..outer.len()).rev() {
+                base += (rem % outer[i].0) * out_strides[i];
+                rem /= outer[i].0;
+            }
+            let run = &data[r * inner..(r + 1) * inner];
+            if inner_reduced {
+                out[base] = run.iter().fold(out[base], |a, &v| fold(a, v));
+            } else {
+                for (o, &v) in out[base..base + inner].iter_mut().zip(run) {
+                    *o = fold(*o, v);
+                }
+            }
+        }
+        out
+    };
+    let partials: Vec<Vec<f64>> = if parts > 1 {
+        (0..parts).into_par_iter().map(partial).collect()
+    } else {
+        vec![partial(0)]
+    };
+    let mut total = vec![init; n_out];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t = combine(*t, v);
+        }
+    }
+    total.into_iter().map(|v| v as f32).collect()
+}
+
 pub fn reduce(op: ReduceOp, axes: &[usize], x: &Value) -> Value {
     let shape = &x.layout.shape;
+    if let (Storage::F32(d), true) = (x.storage.as_ref(), x.layout.is_contiguous()) {
+        let n = x.layout.numel();
+        let data = &d[x.layout.offset..x.layout.offset + n];
+        let out_shape: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| if axes.contains(&i) { 1 } else { s })
+            .collect();
+        return Value::f32(reduce_dense(op, axes, data, shape), &out_shape);
+    }
     let rank = shape.len();
     // Kept axes first, reduced axes last: each output is one dense row.
     let mut perm: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
