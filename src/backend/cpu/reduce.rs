@@ -26,7 +26,7 @@ fn reduce_dense(op: ReduceOp, axes: &[usize], data: &[f32], shape: &[usize]) -> 
         ReduceOp::Max => f64::NEG_INFINITY,
     };
     if groups.is_empty() {
-        return data.iter().map(|&v| v).collect();
+        return data.to_vec();
     }
     let (inner, inner_reduced) = *groups.last().expect("non-empty");
     let outer = &groups[..groups.len() - 1];
