@@ -54,6 +54,27 @@ impl Dims {
     fn parallel_images(&self) -> bool {
         self.n >= rayon::current_num_threads()
     }
+    /// Output columns `[lo, hi)` whose input column for kernel column `kj`
+    /// lies inside the image (elsewhere im2col reads padding zeros).
+    #[inline(always)]
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let s = self.g.stride.1 as isize;
+        // iw = oj * s + off
+        let off = (kj * self.g.dilation.1) as isize - self.g.padding.1 as isize;
+        let lo = if off >= 0 {
+            0
+        } else {
+            ((-off + s - 1) / s) as usize
+        };
+        let hi = if off >= self.w as isize {
+            0
+        } else {
+            ((self.w as isize - off + s - 1) / s) as usize
+        };
+        let hi = hi.min(self.ow);
+        (lo.min(hi), hi)
+    }
+
     /// Input coordinate read by output `o` and kernel tap `k` along one axis.
     #[inline(always)]
     fn src(o: usize, k: usize, stride: usize, pad: usize, dil: usize) -> isize {
@@ -80,13 +101,19 @@ fn im2col(x_img: &[f32], d: &Dims, c0: usize, col: &mut [f32]) {
                         continue;
                     }
                     let src_row = &plane[ih as usize * d.w..(ih as usize + 1) * d.w];
-                    for (oj, v) in line.iter_mut().enumerate() {
-                        let iw = Dims::src(oj, kj, sw, pw, dw);
-                        *v = if iw >= 0 && iw < d.w as isize {
-                            src_row[iw as usize]
+                    // Only [lo, hi) reads inside the row; with stride 1 it is one slice copy.
+                    let (lo, hi) = d.valid_cols(kj);
+                    line[..lo].fill(0.0);
+                    line[hi..].fill(0.0);
+                    if lo < hi {
+                        let first = Dims::src(lo, kj, sw, pw, dw) as usize;
+                        if sw == 1 {
+                            line[lo..hi].copy_from_slice(&src_row[first..first + (hi - lo)]);
                         } else {
-                            0.0
-                        };
+                            for (k, v) in line[lo..hi].iter_mut().enumerate() {
+                                *v = src_row[first + k * sw];
+                            }
+                        }
                     }
                 }
             }
@@ -111,10 +138,18 @@ fn col2im(col: &[f32], d: &Dims, c0: usize, x_img: &mut [f32]) {
                         continue;
                     }
                     let dst_row = &mut plane[ih as usize * d.w..(ih as usize + 1) * d.w];
-                    for (oj, &v) in src[oi * d.ow..(oi + 1) * d.ow].iter().enumerate() {
-                        let iw = Dims::src(oj, kj, sw, pw, dw);
-                        if iw >= 0 && iw < d.w as isize {
-                            dst_row[iw as usize] += v;
+                    let (lo, hi) = d.valid_cols(kj);
+                    if lo < hi {
+                        let first = Dims::src(lo, kj, sw, pw, dw) as usize;
+                        let line = &src[oi * d.ow + lo..oi * d.ow + hi];
+                        if sw == 1 {
+                            for (x, &v) in dst_row[first..first + line.len()].iter_mut().zip(line) {
+                                *x += v;
+                            }
+                        } else {
+                            for (k, &v) in line.iter().enumerate() {
+                                dst_row[first + k * sw] += v;
+                            }
                         }
                     }
                 }
