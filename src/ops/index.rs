@@ -5,6 +5,17 @@ use crate::ops::{ensure_f32, ensure_i32};
 use crate::shape::normalize_axis;
 use crate::{DType, Error, Result, Tensor};
 
+/// Index has the data's rank and no larger size on any axis but `axis`.
+fn index_fits(index: &Tensor, data: &Tensor, axis: usize) -> bool {
+    index.rank() == data.rank()
+        && index
+            .shape()
+            .iter()
+            .zip(data.shape())
+            .enumerate()
+            .all(|(d, (&i, &s))| d == axis || i <= s)
+}
+
 impl Tensor {
     /// `out[i][j] = self[index[i][j]][j]` for axis 0, and so on (PyTorch's
     /// `gather`): index has the same rank, and no larger sizes off the axis.
@@ -12,14 +23,7 @@ impl Tensor {
         ensure_f32("gather", self)?;
         ensure_i32("gather", index)?;
         let ax = normalize_axis("gather", axis, self.shape())?;
-        let fits = index.rank() == self.rank()
-            && index
-                .shape()
-                .iter()
-                .zip(self.shape())
-                .enumerate()
-                .all(|(d, (&i, &s))| d == ax || i <= s);
-        if !fits {
+        if !index_fits(index, self, ax) {
             return Err(Error::shape(
                 "gather",
                 &[self.shape(), index.shape()],
@@ -54,14 +58,7 @@ impl Tensor {
         ensure_f32("scatter_add", src)?;
         ensure_i32("scatter_add", index)?;
         let ax = normalize_axis("scatter_add", axis, self.shape())?;
-        let fits = index.shape() == src.shape()
-            && index.rank() == self.rank()
-            && index
-                .shape()
-                .iter()
-                .zip(self.shape())
-                .enumerate()
-                .all(|(d, (&i, &s))| d == ax || i <= s);
+        let fits = index.shape() == src.shape() && index_fits(index, self, ax);
         if !fits {
             return Err(Error::shape(
                 "scatter_add",

@@ -158,6 +158,17 @@ fn col2im(col: &[f32], d: &Dims, c0: usize, x_img: &mut [f32]) {
     }
 }
 
+/// The im2col matrix `[cg*kh*kw, oh*ow]` of group `gi` of one image: the
+/// image itself for pointwise convolutions, else unfolded into `col`.
+fn columns<'a>(x_img: &'a [f32], d: &Dims, gi: usize, col: &'a mut Vec<f32>) -> &'a [f32] {
+    if is_pointwise(d) {
+        return &x_img[gi * d.cg() * d.h * d.w..];
+    }
+    col.resize(d.col_rows() * d.spatial(), 0.0);
+    im2col(x_img, d, gi * d.cg(), col);
+    col
+}
+
 /// True when im2col would just copy the image (1x1, stride 1, no padding).
 fn is_pointwise(d: &Dims) -> bool {
     d.kh == 1 && d.kw == 1 && d.g.stride == (1, 1) && d.g.padding == (0, 0)
@@ -175,13 +186,7 @@ pub fn conv2d(x: &Value, w: &Value, g: &ConvGeom, y_shape: &[usize]) -> Value {
     let one_image = |ni: usize, y_img: &mut [f32], col: &mut Vec<f32>, threads: bool| {
         let x_img = &xd[ni * img_in..(ni + 1) * img_in];
         for gi in 0..g.groups {
-            let src: &[f32] = if is_pointwise(&d) {
-                &x_img[gi * d.cg() * d.h * d.w..]
-            } else {
-                col.resize(rows * d.spatial(), 0.0);
-                im2col(x_img, &d, gi * d.cg(), col);
-                col
-            };
+            let src = columns(x_img, &d, gi, col);
             // y_g[og, s] = w_g[og, rows] @ col[rows, s]
             unsafe {
                 gemm_strided(
@@ -292,13 +297,7 @@ pub fn conv2d_backward_filter(x: &Value, dy: &Value, g: &ConvGeom, w_shape: &[us
         let x_img = &xd[ni * img_in..(ni + 1) * img_in];
         let dy_img = &dyd[ni * img_out..(ni + 1) * img_out];
         for gi in 0..g.groups {
-            let src: &[f32] = if is_pointwise(&d) {
-                &x_img[gi * d.cg() * d.h * d.w..]
-            } else {
-                col.resize(rows * d.spatial(), 0.0);
-                im2col(x_img, &d, gi * d.cg(), col);
-                col
-            };
+            let src = columns(x_img, &d, gi, col);
             // dw_g[og, rows] += dy_g[og, s] @ col^T[s, rows]
             unsafe {
                 gemm_strided(

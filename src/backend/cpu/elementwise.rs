@@ -207,25 +207,21 @@ pub(crate) fn erf(x: f32) -> f32 {
     (if x >= 0.0 { 1.0 - r } else { r - 1.0 }) as f32
 }
 
-pub fn unary(op: UnaryOp, x: &Value) -> Value {
-    let data = as_f32(x);
-    let r = Reader::new(&data, &x.layout);
-    let f: fn(f32) -> f32 = match op {
-        UnaryOp::Neg => |v| -v,
-        UnaryOp::Exp => f32::exp,
-        UnaryOp::Log => f32::ln,
-        UnaryOp::Sqrt => f32::sqrt,
-        UnaryOp::Recip => f32::recip,
-        UnaryOp::Sin => f32::sin,
-        UnaryOp::Tanh => f32::tanh,
-        UnaryOp::Erf => erf,
+/// One op as a one-instruction fused program: every f32 elementwise op runs
+/// through the same blocked interpreter as fused chains.
+fn single(op: crate::op::Op, inputs: &[Value]) -> Value {
+    let program = Program {
+        leaves: inputs.len(),
+        instrs: vec![Instr {
+            op,
+            args: (0..inputs.len()).collect(),
+        }],
     };
-    let out = map_blocks(&x.layout.shape, [&r], |[a], o| {
-        for (o, &v) in o.iter_mut().zip(a) {
-            o.write(f(v));
-        }
-    });
-    Value::f32(out, &x.layout.shape)
+    fused(&program, inputs, &inputs[0].layout.shape)
+}
+
+pub fn unary(op: UnaryOp, x: &Value) -> Value {
+    single(crate::op::Op::Unary(op), std::slice::from_ref(x))
 }
 
 pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Value> {
@@ -256,32 +252,7 @@ pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Va
         });
     }
     debug_assert_eq!(out_dtype, DType::F32);
-    let (da, db) = (as_f32(a), as_f32(b));
-    let (ra, rb) = (Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
-    // One monomorphic loop per op, so each vectorises.
-    macro_rules! run {
-        ($f:expr) => {
-            map_blocks(shape, [&ra, &rb], |[p, q], o| {
-                for ((o, &p), &q) in o.iter_mut().zip(p).zip(q) {
-                    o.write($f(p, q));
-                }
-            })
-        };
-    }
-    let out = match op {
-        BinaryOp::Add => run!(|p: f32, q: f32| p + q),
-        BinaryOp::Mul => run!(|p: f32, q: f32| p * q),
-        // NaN-propagating, like PyTorch's maximum.
-        BinaryOp::Max => run!(|p: f32, q: f32| if p.is_nan() || q.is_nan() {
-            f32::NAN
-        } else {
-            p.max(q)
-        }),
-        BinaryOp::Pow => run!(f32::powf),
-        BinaryOp::CmpLt => run!(|p: f32, q: f32| (p < q) as u8 as f32),
-        BinaryOp::CmpEq => run!(|p: f32, q: f32| (p == q) as u8 as f32),
-    };
-    Ok(Value::f32(out, shape))
+    Ok(single(crate::op::Op::Binary(op), &[a.clone(), b.clone()]))
 }
 
 pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
@@ -302,18 +273,7 @@ pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
         });
         return Value::i32(out, shape);
     }
-    let (dc, da, db) = (as_f32(c), as_f32(a), as_f32(b));
-    let (rc, ra, rb) = (
-        Reader::new(&dc, &c.layout),
-        Reader::new(&da, &a.layout),
-        Reader::new(&db, &b.layout),
-    );
-    let out = map_blocks(shape, [&rc, &ra, &rb], |[c, x, y], o| {
-        for (((o, &c), &x), &y) in o.iter_mut().zip(c).zip(x).zip(y) {
-            o.write(if c != 0.0 { x } else { y });
-        }
-    });
-    Value::f32(out, shape)
+    single(crate::op::Op::Where, &[c.clone(), a.clone(), b.clone()])
 }
 
 pub fn cast(x: &Value, to: DType) -> Value {
