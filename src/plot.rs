@@ -117,6 +117,7 @@ pub fn plot_metrics(history: &[EpochMetrics], title: &str, path: &Path) -> Resul
                 .map_err(|e| draw_err(path, e))?;
             chart
                 .configure_mesh()
+                .x_label_formatter(&|x| format!("{}", x.round() as i64))
                 .x_desc("epoch")
                 .y_desc(name)
                 .draw()
@@ -135,8 +136,15 @@ pub fn plot_metrics(history: &[EpochMetrics], title: &str, path: &Path) -> Resul
                     .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
                     .map_err(|e| draw_err(path, e))?;
             }
+            // Loss falls and accuracy rises: those corners stay free.
+            let corner = if name == "loss" {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            };
             chart
                 .configure_series_labels()
+                .position(corner)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
