@@ -2,7 +2,7 @@
 //! built from the same primitives, so they run on every backend and can be
 //! realized together with the optimizer update.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::op::{BinaryOp, Op, PoolKind, ReduceOp, UnaryOp};
 use crate::{DType, Error, Result, Tensor};
@@ -91,28 +91,15 @@ pub fn grad(loss: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>> {
 /// Nodes that need grad reachable from `root`, inputs before users. Leaves
 /// (buffers, `with_grad` markers) are where the walk stops.
 fn grad_order(root: &Tensor) -> Vec<Tensor> {
-    let mut order = Vec::new();
-    let mut seen = HashSet::new();
-    let mut stack = vec![(root.clone(), false)];
-    while let Some((t, expanded)) = stack.pop() {
-        if expanded {
-            order.push(t);
-            continue;
-        }
-        if !seen.insert(t.id()) {
-            continue;
-        }
-        stack.push((t.clone(), true));
-        if matches!(t.op(), Op::Detach) {
-            continue;
-        }
-        for i in t.inputs() {
-            if i.requires_grad() && !seen.contains(&i.id()) {
-                stack.push((i.clone(), false));
-            }
-        }
-    }
-    order
+    crate::schedule::postorder(std::slice::from_ref(root), |t| match t.op() {
+        Op::Detach => vec![],
+        _ => t
+            .inputs()
+            .iter()
+            .filter(|i| i.requires_grad())
+            .cloned()
+            .collect(),
+    })
 }
 
 /// The vector-Jacobian product of one node: for each input, its gradient

@@ -9,28 +9,48 @@ use crate::backend::{cpu, Value};
 use crate::op::Op;
 use crate::{DType, Result, Tensor};
 
-/// Nodes reachable from `outputs` that have no value yet, inputs before users.
-pub(crate) fn toposort(outputs: &[Tensor], stop_at_realized: bool) -> Vec<Tensor> {
+/// Nodes reachable from `roots` by following `children`, each once, inputs
+/// before users. Iterative: deep graphs (long RNN unrolls) must not overflow
+/// the stack.
+pub(crate) fn postorder(
+    roots: &[Tensor],
+    children: impl Fn(&Tensor) -> Vec<Tensor>,
+) -> Vec<Tensor> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
-    // Iterative post-order: deep graphs (long RNN unrolls) must not overflow the stack.
-    let mut stack: Vec<(Tensor, bool)> = outputs.iter().rev().map(|t| (t.clone(), false)).collect();
+    let mut stack: Vec<(Tensor, bool)> = roots.iter().rev().map(|t| (t.clone(), false)).collect();
     while let Some((t, expanded)) = stack.pop() {
         if expanded {
             order.push(t);
             continue;
         }
-        if (stop_at_realized && t.is_realized()) || !seen.insert(t.id()) {
+        if !seen.insert(t.id()) {
             continue;
         }
         stack.push((t.clone(), true));
-        for i in t.inputs().iter().rev() {
+        for i in children(&t).into_iter().rev() {
             if !seen.contains(&i.id()) {
-                stack.push((i.clone(), false));
+                stack.push((i, false));
             }
         }
     }
     order
+}
+
+/// Nodes reachable from `outputs` that have no value yet, inputs before users.
+fn toposort(outputs: &[Tensor]) -> Vec<Tensor> {
+    let pending: Vec<Tensor> = outputs
+        .iter()
+        .filter(|t| !t.is_realized())
+        .cloned()
+        .collect();
+    postorder(&pending, |t| {
+        t.inputs()
+            .iter()
+            .filter(|i| !i.is_realized())
+            .cloned()
+            .collect()
+    })
 }
 
 /// An f32 elementwise node over f32 inputs: can be computed inside a fused pass.
@@ -87,25 +107,21 @@ enum Step {
 
 /// Build the program computing `root` from non-inlined leaves.
 fn build_program(root: &Tensor, inlined: &HashSet<u64>) -> (Program, Vec<Tensor>) {
+    let ops = postorder(std::slice::from_ref(root), |t| {
+        t.inputs()
+            .iter()
+            .filter(|i| inlined.contains(&i.id()))
+            .cloned()
+            .collect()
+    });
     let mut leaves: Vec<Tensor> = Vec::new();
     let mut slot_of: HashMap<u64, usize> = HashMap::new();
-    // Post-order over the inlined tree, iteratively.
-    let mut ops: Vec<Tensor> = Vec::new();
-    let mut seen: HashSet<u64> = HashSet::new();
-    let mut stack = vec![(root.clone(), false)];
-    while let Some((t, expanded)) = stack.pop() {
-        if expanded {
-            ops.push(t);
-            continue;
-        }
-        if !seen.insert(t.id()) {
-            continue;
-        }
-        stack.push((t.clone(), true));
-        for i in t.inputs().iter().rev() {
+    for t in &ops {
+        for i in t.inputs() {
             if inlined.contains(&i.id()) {
-                stack.push((i.clone(), false));
-            } else if let std::collections::hash_map::Entry::Vacant(e) = slot_of.entry(i.id()) {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = slot_of.entry(i.id()) {
                 e.insert(leaves.len());
                 leaves.push(i.clone());
             }
@@ -131,7 +147,7 @@ fn build_program(root: &Tensor, inlined: &HashSet<u64>) -> (Program, Vec<Tensor>
 }
 
 pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
-    let order = toposort(outputs, true);
+    let order = toposort(outputs);
     if order.is_empty() {
         LAST_STATS.with(|s| s.set(RealizeStats::default()));
         return Ok(());

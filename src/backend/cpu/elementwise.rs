@@ -150,44 +150,6 @@ fn as_f32(v: &Value) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-fn as_i32(v: &Value) -> std::borrow::Cow<'_, [i32]> {
-    match v.storage.as_ref() {
-        Storage::I32(d) => std::borrow::Cow::Borrowed(d.as_slice()),
-        Storage::F32(d) => std::borrow::Cow::Owned(d.iter().map(|&x| x as i32).collect()),
-    }
-}
-
-/// Apply `f` to operand blocks: for each run of output elements, every
-/// operand is loaded into a stack block (copy for dense, fill for broadcast,
-/// gather for strided) and `f` computes the block.
-fn map_blocks<T: Copy + Default + Send + Sync, U: Copy + Send, const K: usize>(
-    shape: &[usize],
-    readers: [&Reader<'_, T>; K],
-    f: impl Fn([&[T]; K], &mut [std::mem::MaybeUninit<U>]) + Sync,
-) -> Vec<U> {
-    const BLOCK: usize = 1024;
-    let n = crate::shape::numel(shape);
-    let (cshape, clayouts) = collapse(shape, &readers.map(|r| &r.layout));
-    let readers: [Reader<'_, T>; K] =
-        std::array::from_fn(|k| Reader::new(readers[k].data, &clayouts[k]));
-    let shape = &cshape[..];
-    let all_dense = readers.iter().all(|r| r.layout.is_contiguous());
-    build(n, |start, chunk| {
-        let mut bufs = [[T::default(); BLOCK]; K];
-        let mut done = 0;
-        while done < chunk.len() {
-            let at = start + done;
-            let len = run_len(shape, all_dense, at, start + chunk.len()).min(BLOCK);
-            for (k, r) in readers.iter().enumerate() {
-                let (base, stride) = r.span(at);
-                load(r.data, base, stride, len, &mut bufs[k]);
-            }
-            let ins: [&[T]; K] = std::array::from_fn(|k| &bufs[k][..len]);
-            f(ins, &mut chunk[done..done + len]);
-            done += len;
-        }
-    })
-}
 /// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), ample for f32.
 pub(crate) fn erf(x: f32) -> f32 {
     let x = x as f64;
@@ -228,27 +190,22 @@ pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Va
     let shape = &a.layout.shape;
     let ints = a.storage.dtype() == DType::I32 && b.storage.dtype() == DType::I32;
     if ints {
-        let (da, db) = (as_i32(a), as_i32(b));
-        let (ra, rb) = (Reader::new(&da, &a.layout), Reader::new(&db, &b.layout));
-        macro_rules! run {
-            ($f:expr) => {
-                map_blocks(shape, [&ra, &rb], |[p, q], o| {
-                    for ((o, &p), &q) in o.iter_mut().zip(p).zip(q) {
-                        o.write($f(p, q));
-                    }
-                })
-            };
-        }
+        // Integer elementwise work is small (labels, indices): dense loops suffice.
+        let (x, y) = (i32_data(a), i32_data(b));
+        let pairs = x.iter().zip(y.iter());
+        let mask = |f: fn(i32, i32) -> bool| -> Vec<f32> {
+            pairs.clone().map(|(&p, &q)| f(p, q) as u8 as f32).collect()
+        };
+        let ints = |f: fn(i32, i32) -> i32| -> Vec<i32> {
+            pairs.clone().map(|(&p, &q)| f(p, q)).collect()
+        };
         return Ok(match op {
-            BinaryOp::CmpLt => Value::f32(run!(|p: i32, q: i32| (p < q) as u8 as f32), shape),
-            BinaryOp::CmpEq => Value::f32(run!(|p: i32, q: i32| (p == q) as u8 as f32), shape),
-            BinaryOp::Add => Value::i32(run!(|p: i32, q: i32| p.wrapping_add(q)), shape),
-            BinaryOp::Mul => Value::i32(run!(|p: i32, q: i32| p.wrapping_mul(q)), shape),
-            BinaryOp::Max => Value::i32(run!(|p: i32, q: i32| p.max(q)), shape),
-            BinaryOp::Pow => Value::i32(
-                run!(|p: i32, q: i32| (p as f64).powf(q as f64) as i32),
-                shape,
-            ),
+            BinaryOp::CmpLt => Value::f32(mask(|p, q| p < q), shape),
+            BinaryOp::CmpEq => Value::f32(mask(|p, q| p == q), shape),
+            BinaryOp::Add => Value::i32(ints(i32::wrapping_add), shape),
+            BinaryOp::Mul => Value::i32(ints(i32::wrapping_mul), shape),
+            BinaryOp::Max => Value::i32(ints(i32::max), shape),
+            BinaryOp::Pow => Value::i32(ints(|p, q| (p as f64).powf(q as f64) as i32), shape),
         });
     }
     debug_assert_eq!(out_dtype, DType::F32);
@@ -258,19 +215,13 @@ pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Va
 pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
     let shape = &c.layout.shape;
     if a.storage.dtype() == DType::I32 {
-        // Selecting integers: the condition as 0/1 integers keeps one element type.
-        let (dc, da, db) = (as_f32(c), as_i32(a), as_i32(b));
-        let cond: Vec<i32> = dc.iter().map(|&v| (v != 0.0) as i32).collect();
-        let (rc, ra, rb) = (
-            Reader::new(&cond, &c.layout),
-            Reader::new(&da, &a.layout),
-            Reader::new(&db, &b.layout),
-        );
-        let out = map_blocks(shape, [&rc, &ra, &rb], |[c, x, y], o| {
-            for (((o, &c), &x), &y) in o.iter_mut().zip(c).zip(x).zip(y) {
-                o.write(if c != 0 { x } else { y });
-            }
-        });
+        let (cond, x, y) = (f32_data(c), i32_data(a), i32_data(b));
+        let out = cond
+            .iter()
+            .zip(x.iter())
+            .zip(y.iter())
+            .map(|((&c, &x), &y)| if c != 0.0 { x } else { y })
+            .collect();
         return Value::i32(out, shape);
     }
     single(crate::op::Op::Where, &[c.clone(), a.clone(), b.clone()])
