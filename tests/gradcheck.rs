@@ -102,7 +102,9 @@ fn views() -> Result<()> {
     gradcheck(vec![x.clone()], |v| v[0].slice(2, 1, 3));
     gradcheck(vec![x.clone()], |v| v[0].pad(&[(1, 0), (0, 2), (1, 1)]));
     gradcheck(vec![x.clone()], |v| v[0].flatten(1, 2)?.unsqueeze(0));
-    gradcheck(vec![rt(&[2, 1, 3], 5)], |v| v[0].squeeze(1)?.transpose(0, 1));
+    gradcheck(vec![rt(&[2, 1, 3], 5)], |v| {
+        v[0].squeeze(1)?.transpose(0, 1)
+    });
     gradcheck(vec![rt(&[2, 3], 3), rt(&[1, 3], 4)], |v| {
         Tensor::cat(&[v[0].clone(), v[1].clone()], 0)
     });
