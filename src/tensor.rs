@@ -305,7 +305,7 @@ impl Tensor {
         // 1 - u lies in (0, 1], so the log is finite.
         let r = u1.neg().add_scalar(1.0).log().mul_scalar(-2.0).sqrt();
         let theta = u2.mul_scalar(2.0 * std::f32::consts::PI);
-        r.mul(&theta.cos()).expect("same shapes")
+        r.binary_same(crate::op::BinaryOp::Mul, &theta.cos())
     }
 
     // ---------------------------------------------------------------- facts
@@ -407,7 +407,12 @@ impl Tensor {
             return Ok(v.clone());
         }
         self.realize()?;
-        Ok(self.0.value.get().expect("realized").clone())
+        self.0.value.get().cloned().ok_or_else(|| {
+            Error::param(
+                "realize",
+                format!("internal: {self:?} has no value after realize"),
+            )
+        })
     }
 
     /// The values in row-major order, as f32 (i32 tensors are converted).

@@ -58,8 +58,8 @@ impl<'a, T: Copy> Reader<'a, T> {
         }
     }
 
-    /// Base offset and stride of the elements `[start, start + len)` when they
-    /// lie inside one row, else None.
+    /// Buffer offset of output element `start` and the stride of its row;
+    /// callers keep each run within one row (see `run_len`).
     #[inline]
     fn span(&self, start: usize) -> (usize, usize) {
         let l = &self.layout;

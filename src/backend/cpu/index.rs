@@ -5,7 +5,7 @@ use crate::backend::Value;
 use crate::shape::contiguous_strides;
 use crate::{Error, Result};
 
-/// Split flat row-major index `i` of `shape` into (outer, along-axis, inner) parts.
+/// The error for an index outside its axis (checked when the graph runs).
 fn bad_index(op: &'static str, v: i32, size: usize, axis: usize) -> Error {
     Error::param(
         op,
