@@ -56,6 +56,14 @@ impl EpochMetrics {
     }
 }
 
+/// The whole metrics table as CSV text (header line first).
+pub fn metrics_csv(history: &[EpochMetrics]) -> String {
+    std::iter::once(CSV_HEADER.to_string())
+        .chain(history.iter().map(|m| m.csv_row()))
+        .map(|l| l + "\n")
+        .collect()
+}
+
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 fn register_font() {

@@ -13,7 +13,7 @@ use crate::data::ImageDataset;
 use crate::io::checkpoint;
 use crate::nn::{named_tensors, Module};
 use crate::optim::{Adam, LrSchedule, Optimizer, Sgd};
-use crate::plot::{plot_metrics, EpochMetrics, CSV_HEADER};
+use crate::plot::{metrics_csv, plot_metrics, EpochMetrics};
 use crate::{Error, Result, Tensor};
 
 #[derive(Clone, Debug)]
@@ -194,13 +194,9 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 }
 
 fn write_metrics(out: &Path, history: &[EpochMetrics], model: &str) -> Result<()> {
-    let csv: String = std::iter::once(CSV_HEADER.to_string())
-        .chain(history.iter().map(|m| m.csv_row()))
-        .map(|l| l + "\n")
-        .collect();
     let path = out.join("metrics.csv");
     let tmp = out.join("metrics.csv.tmp");
-    std::fs::write(&tmp, csv)
+    std::fs::write(&tmp, metrics_csv(history))
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| Error::Io {
             path: path.display().to_string(),
@@ -297,10 +293,6 @@ pub fn train(
             .map(|(n, p)| (n, p.get()))
             .collect();
         tensors.extend(opt.state_tensors());
-        let csv: String = std::iter::once(CSV_HEADER.to_string())
-            .chain(history.iter().map(|m| m.csv_row()))
-            .collect::<Vec<_>>()
-            .join("\n");
         let meta: HashMap<String, String> = [
             ("format", "shadergrad-train-v1".to_string()),
             ("model", cfg.model.clone()),
@@ -315,7 +307,7 @@ pub fn train(
             ("partial_correct", pos.correct.to_string()),
             ("partial_seen", pos.seen.to_string()),
             ("partial_seconds", pos.seconds.to_string()),
-            ("metrics_csv", csv),
+            ("metrics_csv", metrics_csv(history)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -61,3 +61,26 @@ def subset(x, y, n, seed=0):
         return x, y
     idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:n])
     return x[idx], y[idx]
+
+
+def arg_parser(doc):
+    """The flags every peer script takes (the same as `shadergrad train`'s)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--data")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--limit-train", type=int)
+    ap.add_argument("--limit-test", type=int)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("SHADERGRAD_THREADS", os.cpu_count())))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    return ap
+
+
+def load_for(args):
+    """Train and test arrays for the parsed flags: the same subsets shadergrad's peers use."""
+    xtr, ytr, xte, yte = load(args.data or default_path())
+    xtr, ytr = subset(xtr, ytr, args.limit_train)
+    xte, yte = subset(xte, yte, args.limit_test, seed=1)
+    return xtr, ytr, xte, yte

@@ -6,7 +6,6 @@ one JSON line: images_per_sec is the last epoch's training throughput.
     pip install tensorflow-cpu
     python3 benches/peers/train_keras.py --epochs 10
 """
-import argparse
 import json
 import os
 import sys
@@ -15,15 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cifar_data  # noqa: E402
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--data")
-ap.add_argument("--epochs", type=int, default=10)
-ap.add_argument("--batch", type=int, default=32)
-ap.add_argument("--limit-train", type=int)
-ap.add_argument("--limit-test", type=int)
-ap.add_argument("--threads", type=int, default=int(os.environ.get("SHADERGRAD_THREADS", os.cpu_count())))
-ap.add_argument("--json", action="store_true")
-args = ap.parse_args()
+args = cifar_data.arg_parser(__doc__).parse_args()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
@@ -32,9 +23,7 @@ from tensorflow.keras import layers, models  # noqa: E402
 tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-xtr, ytr, xte, yte = cifar_data.load(args.data or cifar_data.default_path())
-xtr, ytr = cifar_data.subset(xtr, ytr, args.limit_train)
-xte, yte = cifar_data.subset(xte, yte, args.limit_test, seed=1)
+xtr, ytr, xte, yte = cifar_data.load_for(args)
 xtr, xte = xtr / 255.0, xte / 255.0
 
 model = models.Sequential([

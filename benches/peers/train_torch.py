@@ -5,7 +5,6 @@ images_per_sec is the last epoch's training throughput.
 
     python3 benches/peers/train_torch.py --epochs 10
 """
-import argparse
 import json
 import os
 import sys
@@ -18,22 +17,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--data")
-ap.add_argument("--epochs", type=int, default=10)
-ap.add_argument("--batch", type=int, default=32)
-ap.add_argument("--limit-train", type=int)
-ap.add_argument("--limit-test", type=int)
-ap.add_argument("--threads", type=int, default=int(os.environ.get("SHADERGRAD_THREADS", os.cpu_count())))
-ap.add_argument("--seed", type=int, default=0)
-ap.add_argument("--json", action="store_true")
-args = ap.parse_args()
+args = cifar_data.arg_parser(__doc__).parse_args()
 torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
 
-xtr, ytr, xte, yte = cifar_data.load(args.data or cifar_data.default_path())
-xtr, ytr = cifar_data.subset(xtr, ytr, args.limit_train)
-xte, yte = cifar_data.subset(xte, yte, args.limit_test, seed=1)
+xtr, ytr, xte, yte = cifar_data.load_for(args)
 to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).float() / 255.0  # noqa: E731
 xtr, xte = to_t(xtr), to_t(xte)
 ytr, yte = torch.from_numpy(ytr).long(), torch.from_numpy(yte).long()

@@ -40,6 +40,13 @@ pub fn parameter_count(m: &dyn Module) -> usize {
         .sum()
 }
 
+/// The `weight` and optional `bias` entries of a layer.
+fn weight_and_bias(weight: &Parameter, bias: &Option<Parameter>) -> Vec<(String, Parameter)> {
+    let mut p = vec![("weight".to_string(), weight.clone())];
+    p.extend(bias.iter().map(|b| ("bias".to_string(), b.clone())));
+    p
+}
+
 /// `y = x W^T + b`, weight stored `[out, in]`.
 pub struct Linear {
     pub weight: Parameter,
@@ -63,11 +70,7 @@ impl Module for Linear {
         )
     }
     fn parameters(&self) -> Vec<(String, Parameter)> {
-        let mut p = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            p.push(("bias".into(), b.clone()));
-        }
-        p
+        weight_and_bias(&self.weight, &self.bias)
     }
 }
 
@@ -121,11 +124,7 @@ impl Module for Conv2d {
         )
     }
     fn parameters(&self) -> Vec<(String, Parameter)> {
-        let mut p = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            p.push(("bias".into(), b.clone()));
-        }
-        p
+        weight_and_bias(&self.weight, &self.bias)
     }
 }
 
