@@ -38,6 +38,12 @@ pub enum Error {
     /// Reading or writing a file failed.
     #[error("{path}: {msg}")]
     Io { path: String, msg: String },
+    /// No usable GPU, a lost device, a kernel that failed to compile.
+    #[error("gpu: {0}")]
+    Device(String),
+    /// The device could not allocate; smaller work can continue.
+    #[error("gpu out of memory: {0}")]
+    OutOfMemory(String),
 }
 
 impl Error {

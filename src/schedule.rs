@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::backend::cpu::elementwise::{Instr, Program};
-use crate::backend::{cpu, Value};
+use crate::backend::{cpu, gpu, Value};
 use crate::op::Op;
-use crate::{DType, Result, Tensor};
+use crate::{DType, Device, Result, Tensor};
 
 /// Nodes reachable from `roots` by following `children`, each once, inputs
 /// before users. Iterative: deep graphs (long RNN unrolls) must not overflow
@@ -65,6 +65,8 @@ fn fusable(t: &Tensor) -> bool {
 const MAX_SHARED_INLINE: usize = 4;
 /// Largest expression inlined into a single consumer.
 const MAX_INLINE: usize = 24;
+/// Most distinct inputs of one fused kernel (a GPU kernel binds each one).
+const MAX_FUSED_LEAVES: usize = gpu::emit::MAX_LEAVES;
 
 /// `SHADERGRAD_FUSION=0` turns elementwise fusion off (for comparisons and debugging).
 fn fusion_enabled() -> bool {
@@ -180,10 +182,42 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     // several users is recomputed in each only while it is small.
     let mut inlined: HashSet<u64> = HashSet::new();
     let mut size: HashMap<u64, usize> = HashMap::new();
+    let mut leaves_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     for t in &order {
         if !fusion_enabled() || !fusable(t) {
             continue;
         }
+        // A fused kernel binds each leaf (GPUs allow few bindings): when
+        // this node's program would read too many, materialise the inlined
+        // input that brings the most.
+        let leaf_set = |inlined: &HashSet<u64>| -> HashSet<u64> {
+            let mut set = HashSet::new();
+            for i in t.inputs() {
+                match leaves_of.get(&i.id()) {
+                    Some(l) if inlined.contains(&i.id()) => set.extend(l.iter().copied()),
+                    _ => {
+                        set.insert(i.id());
+                    }
+                }
+            }
+            set
+        };
+        let mut set = leaf_set(&inlined);
+        while set.len() > MAX_FUSED_LEAVES {
+            let victim = t
+                .inputs()
+                .iter()
+                .filter(|i| inlined.contains(&i.id()))
+                .max_by_key(|i| leaves_of.get(&i.id()).map_or(0, |l| l.len()));
+            match victim {
+                Some(v) => {
+                    inlined.remove(&v.id());
+                }
+                None => break,
+            }
+            set = leaf_set(&inlined);
+        }
+        leaves_of.insert(t.id(), set);
         let s = 1 + t
             .inputs()
             .iter()
@@ -243,6 +277,8 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     };
     LAST_STATS.with(|s| s.set(stats));
     let mut values: HashMap<u64, Value> = HashMap::new();
+    // The open GPU recording (device id, recorder): one submit per device per realize.
+    let mut gpu: Option<(usize, gpu::Recorder)> = None;
     for (t, step) in order.iter().zip(&steps) {
         if matches!(step, Step::Inlined) {
             continue;
@@ -256,9 +292,34 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
             })
             .collect::<Vec<_>>();
         let started = profile::enabled().then(std::time::Instant::now);
-        let v = match step {
-            Step::Fused { program, .. } => cpu::elementwise::fused(program, &inputs, t.shape()),
-            _ => cpu::exec(t.op(), &inputs, t.shape(), t.dtype())?,
+        let v = match t.device() {
+            Device::Cpu => match step {
+                Step::Fused { program, .. } => {
+                    let host = inputs
+                        .iter()
+                        .map(Value::to_host)
+                        .collect::<Result<Vec<_>>>()?;
+                    cpu::elementwise::fused(program, &host, t.shape())
+                }
+                _ => cpu::exec(t.op(), &inputs, t.shape(), t.dtype())?,
+            },
+            Device::Gpu(id) => {
+                if gpu.as_ref().is_some_and(|(open, _)| open != id) {
+                    if let Some((_, rec)) = gpu.take() {
+                        rec.submit()?;
+                    }
+                }
+                if gpu.is_none() {
+                    gpu = Some((*id, gpu::Recorder::new(gpu::context(*id)?)?));
+                }
+                let (_, rec) = gpu.as_mut().expect("opened above");
+                match step {
+                    Step::Fused { program, .. } => {
+                        gpu::exec::fused(rec, program, &inputs, t.shape())?
+                    }
+                    _ => gpu::exec(rec, t.op(), &inputs, t.shape(), t.dtype())?,
+                }
+            }
         };
         if let Some(s) = started {
             match step {
@@ -281,6 +342,10 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
         if uses.get(&t.id()).copied().unwrap_or(0) > 0 {
             values.insert(t.id(), v);
         }
+    }
+    drop(values);
+    if let Some((_, rec)) = gpu {
+        rec.submit()?;
     }
     Ok(())
 }

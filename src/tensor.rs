@@ -33,13 +33,71 @@ impl fmt::Display for DType {
 pub enum Device {
     /// The pure-Rust backend: the executable specification, multi-threaded.
     Cpu,
+    /// A wgpu device, by its id in this process's registry (`Device::gpu`,
+    /// `Device::from_wgpu`).
+    Gpu(usize),
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::Gpu(id) => write!(f, "gpu#{id}"),
         }
+    }
+}
+
+impl Device {
+    /// Adapter `ordinal` in the order `shadergrad devices` lists them (best
+    /// first), opened once per process with the adapter's own limits.
+    pub fn gpu(ordinal: usize) -> Result<Device> {
+        crate::backend::gpu::open(ordinal).map(Device::Gpu)
+    }
+
+    /// The best adapter (discrete, integrated, virtual, software), or the
+    /// cpu backend when there is none or it fails to open.
+    pub fn auto() -> Device {
+        if crate::backend::gpu::adapters().is_empty() {
+            return Device::Cpu;
+        }
+        Device::gpu(0).unwrap_or(Device::Cpu)
+    }
+
+    /// `auto`, `gpu`, `gpu:N` or `cpu`.
+    pub fn parse(s: &str) -> Result<Device> {
+        match s.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "auto" => Ok(Device::auto()),
+            "gpu" => Device::gpu(0),
+            other => match other.strip_prefix("gpu:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::gpu(n),
+                _ => Err(Error::param(
+                    "device",
+                    format!("unknown device {other:?}; use auto, gpu, gpu:N (see `shadergrad devices`) or cpu"),
+                )),
+            },
+        }
+    }
+
+    /// Run on a device the application already owns (tensors then live in
+    /// its buffers; the application keeps using the device for drawing).
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Device {
+        Device::Gpu(crate::backend::gpu::register(device, queue, info))
+    }
+
+    /// Adapter name, backend and type ("cpu" for the cpu backend).
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Gpu(id) => match crate::backend::gpu::context(*id) {
+                Ok(ctx) => crate::backend::gpu::describe_info(&ctx.info),
+                Err(_) => format!("gpu#{id} (not opened)"),
+            },
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Gpu(_))
     }
 }
 
@@ -417,18 +475,20 @@ impl Tensor {
 
     /// The values in row-major order, as f32 (i32 tensors are converted).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        let v = self.value()?;
+        let v = self.value()?.to_host()?;
         Ok(match v.storage.as_ref() {
             Storage::F32(d) => v.layout_gather(d),
             Storage::I32(d) => v.layout_gather(d).into_iter().map(|x| x as f32).collect(),
+            Storage::Gpu(_) => unreachable!("to_host returns host storage"),
         })
     }
 
     /// The values of an i32 tensor in row-major order.
     pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
-        let v = self.value()?;
+        let v = self.value()?.to_host()?;
         match v.storage.as_ref() {
             Storage::I32(d) => Ok(v.layout_gather(d)),
+            Storage::Gpu(_) => unreachable!("to_host returns host storage"),
             Storage::F32(_) => Err(Error::DType {
                 op: "to_vec_i32",
                 expected: "i32".into(),

@@ -1,18 +1,20 @@
 //! Backends execute primitive ops on realized values. `cpu` is the
-//! executable specification.
+//! executable specification; `gpu` runs the same ops as WGSL kernels.
 
 pub mod cpu;
+pub mod gpu;
 
 use std::sync::Arc;
 
 use crate::shape::Layout;
 use crate::DType;
 
-/// Host memory of one buffer.
+/// The memory of one buffer: on the host, or on a GPU.
 #[derive(Debug)]
 pub enum Storage {
     F32(Vec<f32>),
     I32(Vec<i32>),
+    Gpu(gpu::GpuBuffer),
 }
 
 impl Storage {
@@ -20,6 +22,7 @@ impl Storage {
         match self {
             Storage::F32(_) => DType::F32,
             Storage::I32(_) => DType::I32,
+            Storage::Gpu(b) => b.dtype,
         }
     }
 
@@ -27,6 +30,7 @@ impl Storage {
         match self {
             Storage::F32(v) => v.len(),
             Storage::I32(v) => v.len(),
+            Storage::Gpu(b) => b.len,
         }
     }
 
@@ -60,5 +64,14 @@ impl Value {
     /// The elements in row-major order (copies only when the layout is not dense).
     pub fn layout_gather<T: Copy + Send + Sync>(&self, data: &[T]) -> Vec<T> {
         cpu::strided_copy(data, &self.layout)
+    }
+
+    /// This value in host memory (downloaded when it lives on a GPU).
+    pub fn to_host(&self) -> crate::Result<Value> {
+        gpu::to_host(self)
+    }
+
+    pub fn is_on_gpu(&self) -> bool {
+        matches!(self.storage.as_ref(), Storage::Gpu(_))
     }
 }

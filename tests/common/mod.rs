@@ -16,7 +16,40 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod gpu {
+            $(
+                #[test]
+                fn $name() -> shadergrad::Result<()> {
+                    match $crate::common::gpu_device() {
+                        Some(d) => shadergrad::with_device(d, super::$name),
+                        None => Ok(()),
+                    }
+                }
+            )*
+        }
     };
+}
+
+/// The GPU the `gpu` arm of `backend_tests!` runs on: the first adapter
+/// (`WGPU_BACKEND` picks the API). Without one the gpu tests are skipped
+/// with a note, unless `SHADERGRAD_REQUIRE_GPU=1`, which makes them fail.
+pub fn gpu_device() -> Option<shadergrad::Device> {
+    static DEVICE: std::sync::OnceLock<Option<shadergrad::Device>> = std::sync::OnceLock::new();
+    let required = std::env::var("SHADERGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    let device = DEVICE
+        .get_or_init(|| match shadergrad::Device::gpu(0) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("skipping gpu tests: {e}");
+                None
+            }
+        })
+        .clone();
+    assert!(
+        device.is_some() || !required,
+        "SHADERGRAD_REQUIRE_GPU=1 but no GPU adapter opened (see the message above)"
+    );
+    device
 }
 
 pub fn t(data: &[f32], shape: &[usize]) -> Tensor {

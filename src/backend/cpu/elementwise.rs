@@ -82,7 +82,7 @@ impl<'a, T: Copy> Reader<'a, T> {
 /// folds into d+1 when `stride[d] == stride[d+1] * shape[d+1]`, broadcast
 /// zeros included), so rows get as long as possible: a per-channel bias
 /// over `[n, c, h, w]` becomes runs of `h * w` instead of `w`.
-fn collapse(shape: &[usize], layouts: &[&Layout]) -> (Vec<usize>, Vec<Layout>) {
+pub(crate) fn collapse(shape: &[usize], layouts: &[&Layout]) -> (Vec<usize>, Vec<Layout>) {
     let mut out_shape: Vec<usize> = Vec::new();
     let mut strides: Vec<Vec<usize>> = vec![Vec::new(); layouts.len()];
     for (d, &size) in shape.iter().enumerate() {
@@ -147,6 +147,7 @@ fn as_f32(v: &Value) -> std::borrow::Cow<'_, [f32]> {
     match v.storage.as_ref() {
         Storage::F32(d) => std::borrow::Cow::Borrowed(d.as_slice()),
         Storage::I32(d) => std::borrow::Cow::Owned(d.iter().map(|&x| x as f32).collect()),
+        Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
     }
 }
 
@@ -250,6 +251,7 @@ pub fn pad(x: &Value, pads: &[(usize, usize)], out_shape: &[usize]) -> Value {
             dest.for_each_offset(|i, o| out[o] = src[i]);
             Value::f32(out, out_shape)
         }
+        Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
         Storage::I32(_) => {
             let src = i32_data(x);
             let mut out = vec![0i32; n];

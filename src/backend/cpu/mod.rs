@@ -23,6 +23,13 @@ pub(crate) const PAR_MIN: usize = 1 << 15;
 
 /// Run one primitive. `shape`/`dtype` are the node's (already validated).
 pub fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> Result<Value> {
+    let host: Vec<Value>;
+    let inputs = if inputs.iter().any(Value::is_on_gpu) {
+        host = inputs.iter().map(Value::to_host).collect::<Result<_>>()?;
+        &host[..]
+    } else {
+        inputs
+    };
     Ok(match op {
         Op::Buffer => {
             return Err(Error::param(
@@ -139,6 +146,7 @@ pub fn contiguous(v: &Value) -> Value {
     match v.storage.as_ref() {
         Storage::F32(d) => Value::f32(strided_copy(d, &v.layout), &v.layout.shape),
         Storage::I32(d) => Value::i32(strided_copy(d, &v.layout), &v.layout.shape),
+        Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
     }
 }
 
@@ -159,6 +167,7 @@ pub(crate) fn f32_data(v: &Value) -> Cow<'_, [f32]> {
                 .map(|x| x as f32)
                 .collect(),
         ),
+        Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
     }
 }
 
@@ -179,6 +188,7 @@ pub(crate) fn i32_data(v: &Value) -> Cow<'_, [i32]> {
                 .map(|x| x as i32)
                 .collect(),
         ),
+        Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
     }
 }
 

@@ -167,5 +167,6 @@ pub fn reduce(op: ReduceOp, axes: &[usize], x: &Value) -> Value {
     match x.storage.as_ref() {
         Storage::F32(_) => Value::f32(out, &out_shape),
         Storage::I32(_) => Value::i32(out.into_iter().map(|v| v as i32).collect(), &out_shape),
+        Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
     }
 }

@@ -1,0 +1,65 @@
+// Gather along an axis, and its adjoint scatter-add. Operands are dense.
+// An index outside its axis sets `flag` (1, then the index) for the host
+// to report as an error after the submit; its element reads as zero.
+//
+// params: n (index elements), rank, axis, axis_size, index_shape[8], strides[8]
+// `strides` are those of the gathered-from source (gather) or of the
+// output (scatter_add), both dense.
+
+const WORKGROUP: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 32>;
+@group(0) @binding(1) var<storage, read> index: array<i32>;
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+@group(0) @binding(3) var<storage, read_write> flag: array<atomic<i32>, 2>;
+// f32 bits; atomic because scatter_add accumulates into it.
+@group(0) @binding(4) var<storage, read_write> out: array<atomic<u32>>;
+
+fn p(i: u32) -> u32 { return params[i >> 2u][i & 3u]; }
+
+// Offset of index element i's target, or 0xffffffff when its index is out of range.
+fn target_offset(i: u32) -> u32 {
+    let ix = index[i];
+    if (ix < 0 || u32(ix) >= p(3u)) {
+        atomicStore(&flag[1], ix);
+        atomicStore(&flag[0], 1);
+        return 0xffffffffu;
+    }
+    var rem = i;
+    var off = 0u;
+    for (var d = i32(p(1u)) - 1; d >= 0; d--) {
+        let du = u32(d);
+        let size = p(4u + du);
+        let coord = select(rem % size, u32(ix), du == p(2u));
+        off += coord * p(12u + du);
+        rem /= size;
+    }
+    return off;
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = gid.x + gid.y * groups.x * WORKGROUP;
+    if (i >= p(0u)) { return; }
+    let off = target_offset(i);
+    let v = select(0.0, src[select(0u, off, off != 0xffffffffu)], off != 0xffffffffu);
+    atomicStore(&out[i], bitcast<u32>(v));
+}
+
+// Float add by compare-and-swap on the bits: WGSL has no atomic f32 add.
+// The order of additions into one element varies, so sums may differ from
+// the cpu backend's in the last bits.
+@compute @workgroup_size(WORKGROUP)
+fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = gid.x + gid.y * groups.x * WORKGROUP;
+    if (i >= p(0u)) { return; }
+    let off = target_offset(i);
+    if (off == 0xffffffffu) { return; }
+    let v = src[i];
+    var old = atomicLoad(&out[off]);
+    loop {
+        let r = atomicCompareExchangeWeak(&out[off], old, bitcast<u32>(bitcast<f32>(old) + v));
+        if (r.exchanged) { break; }
+        old = r.old_value;
+    }
+}

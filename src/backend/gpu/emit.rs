@@ -1,0 +1,291 @@
+//! The one source of generated WGSL: an elementwise `Program` (a single op
+//! or a fused chain) becomes one kernel. The text depends only on the
+//! program, the operand types and how each operand is read (dense, a
+//! broadcast scalar, or strided); shapes and strides travel in the uniform
+//! block, so one pipeline serves every shape.
+
+use std::fmt::Write;
+
+use crate::backend::cpu::elementwise::{collapse, Program};
+use crate::op::{BinaryOp, Op, UnaryOp};
+use crate::shape::Layout;
+use crate::{DType, Error, Result};
+
+/// Most axes an operand may keep after adjacent axes are merged.
+pub const MAX_RANK: usize = 8;
+/// Most inputs of one kernel: the output takes the 8th storage binding.
+pub const MAX_LEAVES: usize = super::MAX_STORAGE_BUFFERS - 1;
+/// Threads per workgroup.
+pub const WORKGROUP: u32 = 256;
+
+/// A generated kernel and the parameters of one launch.
+#[derive(Debug)]
+pub struct Kernel {
+    pub source: String,
+    pub params: Vec<u32>,
+    pub out_dtype: DType,
+    pub n: usize,
+}
+
+/// Helpers every generated kernel may call. Guards make the edge cases
+/// (NaN, log of zero or a negative, powers of negative bases) match the
+/// cpu backend instead of leaving them to the driver.
+const PRELUDE: &str = r#"
+var<private> NAN_BITS: u32 = 0x7fc00000u;
+var<private> INF_BITS: u32 = 0x7f800000u;
+
+fn p(i: u32) -> u32 { return params[i >> 2u][i & 3u]; }
+fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn nan_f() -> f32 { return bitcast<f32>(NAN_BITS); }
+fn inf_f() -> f32 { return bitcast<f32>(INF_BITS); }
+fn log_f(x: f32) -> f32 {
+    if (x < 0.0 || is_nan(x)) { return nan_f(); }
+    if (x == 0.0) { return -inf_f(); }
+    return log(x);
+}
+fn sqrt_f(x: f32) -> f32 { return select(sqrt(x), nan_f(), x < 0.0 || is_nan(x)); }
+fn tanh_f(x: f32) -> f32 {
+    // exp of -2|x| never overflows, unlike a textbook (e^x - e^-x) / (e^x + e^-x).
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(t, -t, x < 0.0);
+}
+fn erf_f(x: f32) -> f32 {
+    // The cpu backend's Chebyshev fit (|error| < 1.2e-7).
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
+        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
+        + t * (-0.82215223 + t * 0.17087277)))))))));
+    return select(r - 1.0, 1.0 - r, x >= 0.0);
+}
+fn max_f(a: f32, b: f32) -> f32 { return select(max(a, b), nan_f(), is_nan(a) || is_nan(b)); }
+fn pow_f(a: f32, b: f32) -> f32 {
+    if (b == 0.0 || a == 1.0) { return 1.0; }
+    if (is_nan(a) || is_nan(b)) { return nan_f(); }
+    let r = exp2(b * log2(abs(a)));
+    if (a < 0.0) {
+        if (fract(b) != 0.0) { return nan_f(); }
+        return select(r, -r, fract(b * 0.5) != 0.0);
+    }
+    return r;
+}
+fn flat_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return gid.x + gid.y * groups.x * WORKGROUP;
+}
+"#;
+
+fn wgsl_type(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::I32 => "i32",
+    }
+}
+
+/// How a leaf is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Dense,
+    Scalar,
+    Strided,
+}
+
+/// Compile `program` over leaves of the given types and layouts (all of
+/// the output's shape).
+pub fn elementwise(
+    program: &Program,
+    leaves: &[(DType, &Layout)],
+    out_shape: &[usize],
+) -> Result<Kernel> {
+    if leaves.len() > MAX_LEAVES {
+        return Err(Error::param(
+            "fused elementwise",
+            format!(
+                "internal: {} inputs exceed the {MAX_LEAVES} a kernel may bind",
+                leaves.len()
+            ),
+        ));
+    }
+    let n = crate::shape::numel(out_shape);
+    let layouts: Vec<&Layout> = leaves.iter().map(|l| l.1).collect();
+    let (shape, collapsed) = collapse(out_shape, &layouts);
+    if shape.len() > MAX_RANK {
+        return Err(Error::shape(
+            "elementwise (gpu)",
+            &[out_shape],
+            format!("operands keep {} axes after merging; the gpu kernels take at most {MAX_RANK}; make an operand contiguous first", shape.len()),
+        ));
+    }
+    let rank = shape.len();
+    let mut params = vec![n as u32, rank as u32];
+    params.extend(padded(&shape));
+    let access: Vec<Access> = collapsed
+        .iter()
+        .map(|l| {
+            if l.strides.iter().all(|&s| s == 0) {
+                Access::Scalar
+            } else if l.is_contiguous() {
+                Access::Dense
+            } else {
+                Access::Strided
+            }
+        })
+        .collect();
+    for l in &collapsed {
+        params.push(l.offset as u32);
+        params.extend(padded(&l.strides));
+    }
+
+    // Types of every slot, then the code.
+    let mut types: Vec<DType> = leaves.iter().map(|l| l.0).collect();
+    let mut body = String::new();
+    let base = |k: usize| 2 + MAX_RANK + k * (MAX_RANK + 1);
+    for (k, a) in access.iter().enumerate() {
+        let index = match a {
+            Access::Dense => format!("i + p({}u)", base(k)),
+            Access::Scalar => format!("p({}u)", base(k)),
+            Access::Strided => format!("offset_of(i, {}u)", base(k)),
+        };
+        let _ = writeln!(body, "    let v{k} = in{k}[{index}];");
+    }
+    let f = |types: &[DType], s: usize| match types[s] {
+        DType::F32 => format!("v{s}"),
+        DType::I32 => format!("f32(v{s})"),
+    };
+    for (j, ins) in program.instrs.iter().enumerate() {
+        let slot = program.leaves + j;
+        let a = |k: usize| ins.args[k];
+        let (ty, expr) = match &ins.op {
+            Op::Unary(u) => {
+                let x = f(&types, a(0));
+                let e = match u {
+                    UnaryOp::Neg => format!("-{x}"),
+                    UnaryOp::Exp => format!("exp({x})"),
+                    UnaryOp::Log => format!("log_f({x})"),
+                    UnaryOp::Sqrt => format!("sqrt_f({x})"),
+                    UnaryOp::Recip => format!("1.0 / {x}"),
+                    UnaryOp::Sin => format!("sin({x})"),
+                    UnaryOp::Tanh => format!("tanh_f({x})"),
+                    UnaryOp::Erf => format!("erf_f({x})"),
+                };
+                (DType::F32, e)
+            }
+            Op::Binary(b) if types[a(0)] == DType::I32 && types[a(1)] == DType::I32 => {
+                let (x, y) = (format!("v{}", a(0)), format!("v{}", a(1)));
+                match b {
+                    BinaryOp::Add => (DType::I32, format!("{x} + {y}")),
+                    BinaryOp::Mul => (DType::I32, format!("{x} * {y}")),
+                    BinaryOp::Max => (DType::I32, format!("max({x}, {y})")),
+                    BinaryOp::Pow => (DType::I32, format!("i32(pow_f(f32({x}), f32({y})))")),
+                    BinaryOp::CmpLt => (DType::F32, format!("select(0.0, 1.0, {x} < {y})")),
+                    BinaryOp::CmpEq => (DType::F32, format!("select(0.0, 1.0, {x} == {y})")),
+                }
+            }
+            Op::Binary(b) => {
+                let (x, y) = (f(&types, a(0)), f(&types, a(1)));
+                let e = match b {
+                    BinaryOp::Add => format!("{x} + {y}"),
+                    BinaryOp::Mul => format!("{x} * {y}"),
+                    BinaryOp::Max => format!("max_f({x}, {y})"),
+                    BinaryOp::Pow => format!("pow_f({x}, {y})"),
+                    BinaryOp::CmpLt => format!("select(0.0, 1.0, {x} < {y})"),
+                    BinaryOp::CmpEq => format!("select(0.0, 1.0, {x} == {y})"),
+                };
+                (DType::F32, e)
+            }
+            Op::Where => {
+                let c = f(&types, a(0));
+                if types[a(1)] == DType::I32 && types[a(2)] == DType::I32 {
+                    (
+                        DType::I32,
+                        format!("select(v{}, v{}, {c} != 0.0)", a(2), a(1)),
+                    )
+                } else {
+                    let (x, y) = (f(&types, a(1)), f(&types, a(2)));
+                    (DType::F32, format!("select({y}, {x}, {c} != 0.0)"))
+                }
+            }
+            Op::Cast(to) => {
+                let e = match (types[a(0)], to) {
+                    (DType::F32, DType::I32) => format!("i32(v{})", a(0)),
+                    (DType::I32, DType::F32) => format!("f32(v{})", a(0)),
+                    _ => format!("v{}", a(0)),
+                };
+                (*to, e)
+            }
+            other => {
+                return Err(Error::param(
+                    "fused elementwise",
+                    format!("internal: {} is not elementwise", other.name()),
+                ))
+            }
+        };
+        let _ = writeln!(body, "    let v{slot} = {expr};");
+        types.push(ty);
+    }
+    let last = types.len() - 1;
+    let out_dtype = types[last];
+    let _ = writeln!(body, "    out[i] = v{last};");
+
+    let mut src = String::new();
+    let _ = writeln!(
+        src,
+        "// Generated by shadergrad's elementwise emitter.\nconst WORKGROUP: u32 = {WORKGROUP}u;\n@group(0) @binding(0) var<uniform> params: array<vec4<u32>, {}>;",
+        super::META_WORDS / 4
+    );
+    let _ = writeln!(
+        src,
+        "@group(0) @binding(1) var<storage, read_write> out: array<{}>;",
+        wgsl_type(out_dtype)
+    );
+    for (k, l) in leaves.iter().enumerate() {
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({}) var<storage, read> in{k}: array<{}>;",
+            k + 2,
+            wgsl_type(l.0)
+        );
+    }
+    src += PRELUDE;
+    if access.contains(&Access::Strided) {
+        let _ = writeln!(
+            src,
+            r#"
+// Buffer offset of output element i for the operand whose offset and
+// strides start at params word `base`.
+fn offset_of(i: u32, base: u32) -> u32 {{
+    var rem = i;
+    var off = p(base);
+    for (var d = i32(p(1u)) - 1; d >= 0; d--) {{
+        let size = p(2u + u32(d));
+        off += (rem % size) * p(base + 1u + u32(d));
+        rem /= size;
+    }}
+    return off;
+}}"#
+        );
+    }
+    let _ = write!(
+        src,
+        r#"
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{
+    let i = flat_index(gid, groups);
+    if (i >= p(0u)) {{ return; }}
+{body}}}
+"#
+    );
+    Ok(Kernel {
+        source: src,
+        params,
+        out_dtype,
+        n,
+    })
+}
+
+/// `v` followed by zeros up to `MAX_RANK` words.
+pub(crate) fn padded(v: &[usize]) -> Vec<u32> {
+    let mut out: Vec<u32> = v.iter().map(|&x| x as u32).collect();
+    out.resize(MAX_RANK.max(v.len()), 0);
+    out
+}

@@ -1,0 +1,727 @@
+//! The wgpu backend: every primitive as a hand-written WGSL kernel (files in
+//! `shaders/`), elementwise chains compiled by one emitter (`emit`).
+//!
+//! A `realize` records all its dispatches into one command encoder and
+//! submits once (`Recorder`). Memory comes from a per-device pool of
+//! size-classed buffers; a buffer a recorder has bound stays with that
+//! recorder until it is submitted, and is reused inside the same encoder as
+//! soon as the scheduler drops its last use (commands run in order), so
+//! reuse follows liveness without racing other threads' encoders.
+
+pub mod emit;
+pub mod exec;
+pub mod shaders;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use wgpu::util::DeviceExt;
+
+use crate::backend::{Storage, Value};
+use crate::{DType, Error, Result};
+
+pub use exec::exec;
+
+/// Most u32 words of parameters a kernel takes (one uniform block).
+pub(crate) const META_WORDS: usize = 128;
+/// Storage buffers a kernel may bind: WebGPU's default per-stage limit.
+pub const MAX_STORAGE_BUFFERS: usize = 8;
+/// Workgroups per dispatch dimension (WebGPU's default limit).
+pub(crate) const MAX_GROUPS: u32 = 65_535;
+
+/// One opened device (an adapter's, or one the embedding application gave us).
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Pipelines by kernel and specialisation (source name or generated text,
+    /// entry point, override constants).
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
+    /// Free buffers by size class (bytes).
+    pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Set by the device-lost callback.
+    lost: Arc<Mutex<Option<String>>>,
+    /// Errors wgpu reported outside any error scope (it would panic otherwise).
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", describe_info(&self.info))
+    }
+}
+
+/// "llvmpipe (LLVM 15.0.6, 256 bits) · Vulkan · Cpu"
+pub fn describe_info(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} · {:?} · {:?}",
+        info.name, info.backend, info.device_type
+    )
+}
+
+/// The features we use when the adapter has them.
+fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+}
+
+static REGISTRY: Mutex<Vec<Arc<Context>>> = Mutex::new(Vec::new());
+/// Registry index of each adapter ordinal that has been opened.
+static OPENED: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The context behind `Device::Gpu(id)`.
+pub fn context(id: usize) -> Result<Arc<Context>> {
+    lock(&REGISTRY).get(id).cloned().ok_or_else(|| {
+        Error::param(
+            "device",
+            format!("gpu device #{id} was never opened; get devices from Device::gpu or Device::from_wgpu"),
+        )
+    })
+}
+
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    })
+}
+
+/// Every adapter wgpu finds (honouring `WGPU_BACKEND`), best first:
+/// discrete, integrated, virtual, other, software; GL after native APIs.
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let mut list = pollster::block_on(instance().enumerate_adapters(backends));
+    let rank = |a: &wgpu::Adapter| {
+        let info = a.get_info();
+        let kind = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        (kind, (info.backend == wgpu::Backend::Gl) as u8)
+    };
+    list.sort_by_key(rank);
+    list
+}
+
+/// Open adapter `ordinal` of `adapters()` (once; later calls share it) and
+/// return its registry id.
+pub fn open(ordinal: usize) -> Result<usize> {
+    let mut opened = lock(&OPENED);
+    if let Some(&(_, id)) = opened.iter().find(|(o, _)| *o == ordinal) {
+        return Ok(id);
+    }
+    let list = adapters();
+    let Some(adapter) = list.get(ordinal) else {
+        return Err(no_adapter(&format!("gpu:{ordinal}"), list.len()));
+    };
+    let info = adapter.get_info();
+    let features = adapter.features() & wanted_features();
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("shadergrad"),
+        required_features: features,
+        // The adapter's own limits: bigger buffers and bindings than the defaults.
+        required_limits: adapter.limits(),
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+        Error::Device(format!(
+            "could not open {}: {e}; try another adapter (`shadergrad devices`) or --device cpu",
+            describe_info(&info)
+        ))
+    })?;
+    let id = register(device, queue, info);
+    opened.push((ordinal, id));
+    Ok(id)
+}
+
+/// The error for "no usable adapter", saying what was tried.
+pub(crate) fn no_adapter(asked: &str, found: usize) -> Error {
+    let backends = std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "all".into());
+    Error::Device(format!(
+        "no GPU adapter for {asked}: wgpu found {found} adapter(s) on backends {backends}. \
+         Install a Vulkan driver (on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` gives a \
+         software one), check WGPU_BACKEND, or use --device cpu"
+    ))
+}
+
+/// Adopt a device: ours from `open`, or an embedding application's.
+pub fn register(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> usize {
+    let lost = Arc::new(Mutex::new(None));
+    let uncaptured = Arc::new(Mutex::new(Vec::new()));
+    {
+        let lost = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lock(&lost) = Some(format!("{reason:?}: {msg}"));
+        });
+        let uncaptured = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            lock(&uncaptured).push(e.to_string());
+        }));
+    }
+    let ctx = Context {
+        limits: device.limits(),
+        features: device.features(),
+        device,
+        queue,
+        info,
+        pipelines: Mutex::new(HashMap::new()),
+        modules: Mutex::new(HashMap::new()),
+        pool: Mutex::new(HashMap::new()),
+        lost,
+        uncaptured,
+    };
+    let mut reg = lock(&REGISTRY);
+    reg.push(Arc::new(ctx));
+    reg.len() - 1
+}
+
+/// Size class of an allocation: at most 1/8 larger than asked, so pooled
+/// buffers fit many nearby sizes without wasting much.
+fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(16);
+    let top = 64 - (bytes - 1).leading_zeros();
+    let step = (1u64 << top.saturating_sub(3)).max(16);
+    bytes.div_ceil(step) * step
+}
+
+/// A device buffer holding `len` elements of `dtype`. Returns to its
+/// device's pool when dropped.
+pub struct GpuBuffer {
+    pub(crate) ctx: Arc<Context>,
+    buffer: Option<wgpu::Buffer>,
+    pub(crate) len: usize,
+    pub(crate) dtype: DType,
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBuffer({} x {})", self.len, self.dtype)
+    }
+}
+
+impl GpuBuffer {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            lock(&self.ctx.pool).entry(b.size()).or_default().push(b);
+        }
+    }
+}
+
+const BUFFER_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Context {
+    /// Fail early once the device is gone, instead of queueing into the void.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if let Some(why) = lock(&self.lost).as_ref() {
+            return Err(Error::Device(format!(
+                "the GPU device ({}) was lost ({why}); its tensors are gone. Save work from \
+                 checkpoints and restart, or use --device cpu",
+                self.info.name
+            )));
+        }
+        let mut errs = lock(&self.uncaptured);
+        if !errs.is_empty() {
+            let msg = errs.join("; ");
+            errs.clear();
+            return Err(Error::Device(format!("wgpu reported: {msg}")));
+        }
+        Ok(())
+    }
+
+    /// Is this the largest buffer a kernel may bind?
+    fn check_binding(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::OutOfMemory(format!(
+                "{op}: a {bytes}-byte tensor exceeds this device's largest storage binding ({limit} bytes, {}); use a smaller batch or split the tensor",
+                self.info.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// A buffer of at least `bytes`, from the pool when one is free.
+    fn alloc_raw(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
+        let class = size_class(bytes);
+        self.check_binding(op, class)?;
+        if let Some(b) = lock(&self.pool).get_mut(&class).and_then(|v| v.pop()) {
+            return Ok(b);
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(op),
+            size: class,
+            usage: BUFFER_USAGE,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            // Free what the pool holds and try once more before giving up.
+            lock(&self.pool).clear();
+            return Err(Error::OutOfMemory(format!(
+                "{op}: allocating {bytes} bytes on {} failed ({e}); the pool was released, so \
+                 smaller work (a smaller batch) can continue",
+                self.info.name
+            )));
+        }
+        Ok(b)
+    }
+
+    pub(crate) fn alloc(
+        self: &Arc<Self>,
+        op: &'static str,
+        len: usize,
+        dtype: DType,
+    ) -> Result<GpuBuffer> {
+        let buffer = self.alloc_raw(op, 4 * len as u64)?;
+        Ok(GpuBuffer {
+            ctx: self.clone(),
+            buffer: Some(buffer),
+            len,
+            dtype,
+        })
+    }
+
+    /// Copy host data into a new device buffer (mapped at creation, so it
+    /// is ordered before any command that reads it).
+    pub(crate) fn upload(self: &Arc<Self>, storage: &Storage) -> Result<GpuBuffer> {
+        let (bytes, dtype): (&[u8], DType) = match storage {
+            Storage::F32(v) => (bytemuck::cast_slice(v), DType::F32),
+            Storage::I32(v) => (bytemuck::cast_slice(v), DType::I32),
+            Storage::Gpu(_) => {
+                return Err(Error::param(
+                    "upload",
+                    "internal: the value is already on a device",
+                ))
+            }
+        };
+        let class = size_class(bytes.len() as u64);
+        self.check_binding("upload", class)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("upload"),
+            size: class,
+            usage: BUFFER_USAGE,
+            mapped_at_creation: true,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            lock(&self.pool).clear();
+            return Err(Error::OutOfMemory(format!(
+                "upload: {} bytes to {} failed ({e})",
+                bytes.len(),
+                self.info.name
+            )));
+        }
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..bytes.len() as u64)
+                .map_err(|e| Error::Device(format!("upload: mapping failed: {e}")))?;
+            view.slice(..).copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        Ok(GpuBuffer {
+            ctx: self.clone(),
+            buffer: Some(buffer),
+            len: storage.len(),
+            dtype,
+        })
+    }
+
+    /// Read a buffer back (waits for all submitted work).
+    pub(crate) fn download(&self, b: &GpuBuffer) -> Result<Storage> {
+        self.check_alive()?;
+        let bytes = 4 * b.len as u64;
+        if bytes == 0 {
+            return Ok(match b.dtype {
+                DType::F32 => Storage::F32(vec![]),
+                DType::I32 => Storage::I32(vec![]),
+            });
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(b.raw(), 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Device("download: the map callback never ran".into()))?
+            .map_err(|e| Error::Device(format!("download: mapping failed: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Device(format!("download: {e}")))?;
+            match b.dtype {
+                DType::F32 => Storage::F32(bytemuck::cast_slice(&view).to_vec()),
+                DType::I32 => Storage::I32(bytemuck::cast_slice(&view).to_vec()),
+            }
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Block until the queue is idle.
+    pub(crate) fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(|e| Error::Device(format!("waiting for the GPU failed: {e}")))?;
+        self.check_alive()
+    }
+
+    /// The pipeline for `entry` of a shader, specialised by `constants`.
+    /// `name` is a file in `shaders/` or, for generated code, a label;
+    /// `source` is its text.
+    pub(crate) fn pipeline(
+        &self,
+        name: &str,
+        source: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut key = format!("{name}:{entry}");
+        for (k, v) in constants {
+            key += &format!(":{k}={v}");
+        }
+        // Generated kernels share a name; their text tells them apart.
+        if name.starts_with("fused") {
+            key += source;
+        }
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module_key = if name.starts_with("fused") {
+            source.to_string()
+        } else {
+            name.to_string()
+        };
+        let module = {
+            let mut modules = lock(&self.modules);
+            modules
+                .entry(module_key)
+                .or_insert_with(|| {
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(name),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        })
+                })
+                .clone()
+        };
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            lock(&self.modules).remove(if name.starts_with("fused") {
+                source
+            } else {
+                name
+            });
+            return Err(Error::Device(format!(
+                "kernel {name} (entry {entry}, constants {constants:?}) failed to compile on {}: {e}",
+                self.info.name
+            )));
+        }
+        let p = Arc::new(pipeline);
+        lock(&self.pipelines).insert(key, p.clone());
+        Ok(p)
+    }
+}
+
+/// One binding of a dispatch.
+pub(crate) enum Bind<'a> {
+    Read(&'a Value),
+    /// An output from `Recorder::output`.
+    Write(&'a Value),
+    /// A binding this entry point does not use.
+    Skip,
+}
+
+/// Records one realize's dispatches into a single command encoder.
+pub struct Recorder {
+    pub(crate) ctx: Arc<Context>,
+    encoder: Option<wgpu::CommandEncoder>,
+    /// Storage this encoder binds, held until submit (see the module doc);
+    /// an entry nobody else holds is free for later dispatches of this encoder.
+    held: Vec<Arc<Storage>>,
+    dispatches: usize,
+    error_scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
+    /// A word kernels set when they meet an out-of-range index.
+    pub(crate) index_flag: Option<Value>,
+}
+
+thread_local! {
+    static DISPATCHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Kernel dispatches of the last GPU submit on this thread (tests count fusion with it).
+pub fn last_dispatch_count() -> usize {
+    DISPATCHES.with(|d| d.get())
+}
+
+impl Recorder {
+    pub fn new(ctx: Arc<Context>) -> Result<Recorder> {
+        ctx.check_alive()?;
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("realize"),
+            });
+        Ok(Recorder {
+            ctx,
+            encoder: Some(encoder),
+            held: Vec::new(),
+            dispatches: 0,
+            error_scopes: Some((oom, validation)),
+            index_flag: None,
+        })
+    }
+
+    /// An output buffer: one this encoder no longer needs, else from the pool.
+    pub(crate) fn output(&mut self, op: &'static str, len: usize, dtype: DType) -> Result<Value> {
+        let class = size_class(4 * len as u64);
+        if let Some(pos) = self.held.iter().position(|s| {
+            Arc::strong_count(s) == 1
+                && matches!(s.as_ref(), Storage::Gpu(b) if b.raw().size() == class)
+        }) {
+            let old = self.held.swap_remove(pos);
+            if let Ok(Storage::Gpu(mut b)) = Arc::try_unwrap(old) {
+                b.len = len;
+                b.dtype = dtype;
+                let storage = Arc::new(Storage::Gpu(b));
+                self.held.push(storage.clone());
+                return Ok(Value {
+                    storage,
+                    layout: crate::shape::Layout::contiguous(&[len]),
+                });
+            }
+        }
+        let b = self.ctx.alloc(op, len, dtype)?;
+        let storage = Arc::new(Storage::Gpu(b));
+        // Written by this encoder: it must not reach the shared pool before submit.
+        self.held.push(storage.clone());
+        Ok(Value {
+            storage,
+            layout: crate::shape::Layout::contiguous(&[len]),
+        })
+    }
+
+    /// This value on the device: uploaded when it lives on the host.
+    pub(crate) fn on_device(&mut self, v: &Value) -> Result<Value> {
+        if let Storage::Gpu(b) = v.storage.as_ref() {
+            if Arc::ptr_eq(&b.ctx, &self.ctx) {
+                return Ok(v.clone());
+            }
+            // Another device's value goes through the host.
+            let host = b.ctx.download(b)?;
+            let up = self.ctx.upload(&host)?;
+            return Ok(Value {
+                storage: Arc::new(Storage::Gpu(up)),
+                layout: v.layout.clone(),
+            });
+        }
+        let up = self.ctx.upload(&v.storage)?;
+        Ok(Value {
+            storage: Arc::new(Storage::Gpu(up)),
+            layout: v.layout.clone(),
+        })
+    }
+
+    /// Record one dispatch of `pipeline` with a uniform block `meta` at
+    /// binding 0 and `binds` at bindings 1.., over `groups` workgroups.
+    pub(crate) fn dispatch(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        meta: &[u32],
+        binds: &[Bind<'_>],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let mut words = [0u32; META_WORDS];
+        if meta.len() > META_WORDS {
+            return Err(Error::param(
+                "dispatch",
+                format!(
+                    "internal: {} parameter words exceed {META_WORDS}",
+                    meta.len()
+                ),
+            ));
+        }
+        words[..meta.len()].copy_from_slice(meta);
+        let uniform = self
+            .ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("meta"),
+                contents: bytemuck::cast_slice(&words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in binds.iter().enumerate() {
+            let (Bind::Read(v) | Bind::Write(v)) = b else {
+                continue;
+            };
+            let Storage::Gpu(buf) = v.storage.as_ref() else {
+                return Err(Error::param("dispatch", "internal: a host value was bound"));
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: 1 + i as u32,
+                resource: buf.raw().as_entire_binding(),
+            });
+        }
+        let group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            });
+        // Outputs are already held (`output`); inputs are held from here on.
+        for b in binds {
+            if let Bind::Read(v) = b {
+                if !self.held.iter().any(|h| Arc::ptr_eq(h, &v.storage)) {
+                    self.held.push(v.storage.clone());
+                }
+            }
+        }
+        let encoder = self.encoder.as_mut().expect("present until submit");
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Zero a buffer (recorded in order with the dispatches).
+    pub(crate) fn clear(&mut self, v: &Value) {
+        if let Storage::Gpu(b) = v.storage.as_ref() {
+            let encoder = self.encoder.as_mut().expect("present until submit");
+            encoder.clear_buffer(b.raw(), 0, None);
+        }
+    }
+
+    /// Submit everything recorded; report errors the device raised meanwhile.
+    pub fn submit(mut self) -> Result<()> {
+        let encoder = self.encoder.take().expect("present until submit");
+        self.ctx.queue.submit([encoder.finish()]);
+        DISPATCHES.with(|d| d.set(self.dispatches));
+        let errors = self.error_scopes.take().map(|(oom, validation)| {
+            let v = pollster::block_on(validation.pop());
+            let o = pollster::block_on(oom.pop());
+            (o, v)
+        });
+        if let Some((o, v)) = errors {
+            if let Some(e) = o {
+                lock(&self.ctx.pool).clear();
+                return Err(Error::OutOfMemory(format!(
+                    "{} ran out of memory ({e}); the buffer pool was released, so smaller work \
+                     (a smaller batch) can continue",
+                    self.ctx.info.name
+                )));
+            }
+            if let Some(e) = v {
+                return Err(Error::Device(format!("wgpu validation failed: {e}")));
+            }
+        }
+        if let Some(flag) = self.index_flag.take() {
+            let host = to_host(&flag)?;
+            if let Storage::I32(v) = host.storage.as_ref() {
+                if v[0] != 0 {
+                    return Err(Error::param(
+                        "gather/scatter_add",
+                        format!(
+                            "index {} is out of range for its axis; indices must lie in 0..size",
+                            v[1]
+                        ),
+                    ));
+                }
+            }
+        }
+        self.ctx.check_alive()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // An abandoned recording (an error midway) still submits what it
+        // has, so buffers return to the pool in a consistent order.
+        if let Some(encoder) = self.encoder.take() {
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+    }
+}
+
+/// Workgroup grid for `n` invocations at `size` per group, folded into y
+/// when x would exceed the dispatch limit. Kernels rebuild the flat index as
+/// `gid.x + gid.y * nwg.x * size`.
+pub(crate) fn grid(n: usize, size: u32) -> (u32, u32, u32) {
+    let groups = (n as u64).div_ceil(size as u64).max(1);
+    if groups <= MAX_GROUPS as u64 {
+        (groups as u32, 1, 1)
+    } else {
+        let y = groups.div_ceil(MAX_GROUPS as u64);
+        (MAX_GROUPS, y as u32, 1)
+    }
+}
+
+/// A host copy of a value (identity for host values).
+pub fn to_host(v: &Value) -> Result<Value> {
+    match v.storage.as_ref() {
+        Storage::Gpu(b) => Ok(Value {
+            storage: Arc::new(b.ctx.download(b)?),
+            layout: v.layout.clone(),
+        }),
+        _ => Ok(v.clone()),
+    }
+}
