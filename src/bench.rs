@@ -110,13 +110,142 @@ pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<
     Ok(out)
 }
 
+/// The matmul versions of the wgpu backend, simplest first; `blocked` is
+/// the one the engine uses.
+pub const GPU_MATMUL_VERSIONS: [(&str, &str); 3] =
+    [("naive", "naive"), ("tiled", "tiled"), ("blocked", "main")];
+
+/// GPU time per call of `record` (which records one kernel): many calls
+/// per submit, so launch and submit overheads amortise as in a real step.
+fn gpu_time(
+    ctx: &std::sync::Arc<crate::backend::gpu::Context>,
+    budget: Duration,
+    mut record: impl FnMut(&mut crate::backend::gpu::Recorder) -> Result<()>,
+) -> Result<f64> {
+    use crate::backend::gpu::Recorder;
+    // Calls per submit: about 50 ms of work at a first estimate.
+    let mut rec = Recorder::new(ctx.clone())?;
+    record(&mut rec)?;
+    rec.submit()?;
+    ctx.wait()?;
+    let t = Instant::now();
+    let mut rec = Recorder::new(ctx.clone())?;
+    record(&mut rec)?;
+    rec.submit()?;
+    ctx.wait()?;
+    let one = t.elapsed().as_secs_f64().max(1e-6);
+    let reps = ((0.05 / one) as usize).clamp(1, 200);
+    let per_call = time_median(budget, || {
+        let mut rec = Recorder::new(ctx.clone())?;
+        for _ in 0..reps {
+            record(&mut rec)?;
+        }
+        rec.submit()?;
+        ctx.wait()
+    })?;
+    Ok(per_call / reps as f64)
+}
+
+/// Matmul versions at `sizes` (square) on a GPU device.
+pub fn gpu_matmul(
+    device: &crate::Device,
+    budget: Duration,
+    sizes: &[usize],
+) -> Result<Vec<BenchResult>> {
+    use crate::backend::gpu;
+    let crate::Device::Gpu(id) = device else {
+        return Err(crate::Error::param(
+            "bench",
+            "gpu_matmul needs a gpu device",
+        ));
+    };
+    let ctx = gpu::context(*id)?;
+    let mut out = Vec::new();
+    for &n in sizes {
+        let mut rec = gpu::Recorder::new(ctx.clone())?;
+        let a = rec.on_device(&filled(&[n, n], 1))?;
+        let b = rec.on_device(&filled(&[n, n], 2))?;
+        rec.submit()?;
+        let flops = 2.0 * (n as f64).powi(3);
+        for (label, entry) in GPU_MATMUL_VERSIONS {
+            let seconds = gpu_time(&ctx, budget, |rec| {
+                gpu::exec::matmul(rec, &a, &b, &[n, n], entry).map(drop)
+            })?;
+            out.push(BenchResult {
+                name: format!("matmul {label} {n}x{n}x{n}"),
+                flops,
+                seconds,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The reference CNN's convolutions (forward and both backward passes) on a GPU device.
+pub fn gpu_convs(device: &crate::Device, budget: Duration) -> Result<Vec<BenchResult>> {
+    use crate::backend::gpu;
+    let crate::Device::Gpu(id) = device else {
+        return Err(crate::Error::param("bench", "gpu_convs needs a gpu device"));
+    };
+    let ctx = gpu::context(*id)?;
+    let geom = ConvGeom {
+        stride: (1, 1),
+        padding: (0, 0),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    let mut out = Vec::new();
+    for (name, xs, ws) in CNN_CONVS {
+        let ys = [xs[0], ws[0], xs[2] - ws[2] + 1, xs[3] - ws[3] + 1];
+        let flops = 2.0 * (ys.iter().product::<usize>() * xs[1] * ws[2] * ws[3]) as f64;
+        let mut rec = gpu::Recorder::new(ctx.clone())?;
+        let x = rec.on_device(&filled(&xs, 3))?;
+        let w = rec.on_device(&filled(&ws, 4))?;
+        let dy = rec.on_device(&filled(&ys, 5))?;
+        rec.submit()?;
+        let cases = [
+            ("forward", Op::Conv2d(geom), [x.clone(), w.clone()], ys),
+            (
+                "backward-data",
+                Op::Conv2dBackwardData(geom),
+                [dy.clone(), w.clone()],
+                xs,
+            ),
+            (
+                "backward-filter",
+                Op::Conv2dBackwardFilter(geom),
+                [x.clone(), dy.clone()],
+                ws,
+            ),
+        ];
+        for (pass, op, inputs, shape) in cases {
+            let seconds = gpu_time(&ctx, budget, |rec| {
+                gpu::exec(rec, &op, &inputs, &shape, DType::F32).map(drop)
+            })?;
+            out.push(BenchResult {
+                name: format!("{name} {pass}"),
+                flops,
+                seconds,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A plain table, or one JSON object per line with `json`.
 pub fn report(results: &[BenchResult], json: bool) -> String {
+    report_on(results, json, "cpu backend")
+}
+
+/// `report` with the device named in the table header.
+pub fn report_on(results: &[BenchResult], json: bool, device: &str) -> String {
     let mut s = String::new();
     if !json {
         s.push_str(&format!(
             "{:<40} {:>12} {:>10}\n",
-            "kernel (cpu backend)", "ms", "GFLOP/s"
+            format!("kernel ({device})"),
+            "ms",
+            "GFLOP/s"
         ));
     }
     for r in results {

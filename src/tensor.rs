@@ -54,13 +54,19 @@ impl Device {
         crate::backend::gpu::open(ordinal).map(Device::Gpu)
     }
 
-    /// The best adapter (discrete, integrated, virtual, software), or the
-    /// cpu backend when there is none or it fails to open.
+    /// The best hardware adapter (discrete, integrated, virtual), else the
+    /// cpu backend. Software rasterisers (llvmpipe, SwiftShader, WARP) run
+    /// our kernels about a hundred times slower than the cpu backend does,
+    /// so `auto` skips them; `gpu` or `gpu:N` still selects one.
     pub fn auto() -> Device {
-        if crate::backend::gpu::adapters().is_empty() {
-            return Device::Cpu;
+        let list = crate::backend::gpu::adapters();
+        match list
+            .iter()
+            .position(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+        {
+            Some(i) => Device::gpu(i).unwrap_or(Device::Cpu),
+            None => Device::Cpu,
         }
-        Device::gpu(0).unwrap_or(Device::Cpu)
     }
 
     /// `auto`, `gpu`, `gpu:N` or `cpu`.

@@ -408,7 +408,9 @@ pub fn matmul(
     let sa = batch_stride(&a).map_or(0, |s| s.1);
     let sb = batch_stride(&b).map_or(0, |s| s.1);
     let (la, lb) = (&a.layout, &b.layout);
-    let mut params = vec![0u32; 21];
+    let mut params = vec![0u32; 23];
+    params[21] = 1;
+    params[22] = k as u32;
     params[..12].copy_from_slice(&[
         m as u32,
         n as u32,
@@ -434,11 +436,18 @@ pub fn matmul(
             .pipeline("matmul.wgsl", shaders::MATMUL, version, &[])?;
         (p, 16)
     };
+    // gemm.wgsl declares the convolution table; matmul does not read it.
+    let unused_taps = rec.output("matmul", 4, DType::I32)?;
+    let taps = if version == "main" {
+        Bind::Read(&unused_taps)
+    } else {
+        Bind::Skip
+    };
     gemm_dispatch(
         rec,
         &pipeline,
         &mut params,
-        &[Bind::Read(&a), Bind::Read(&b), Bind::Write(&out)],
+        &[Bind::Read(&a), Bind::Read(&b), Bind::Write(&out), taps],
         n.div_ceil(tile),
         m.div_ceil(tile),
         batch,
@@ -494,7 +503,7 @@ fn conv(
         rec.clear(&out);
         return Ok(with_shape(out, shape));
     }
-    let mut params = vec![0u32; 21];
+    let mut params = vec![0u32; 23];
     params[..20].copy_from_slice(&[
         m as u32,
         n as u32,
@@ -519,20 +528,110 @@ fn conv(
     ]);
     // Binding a = weight (fwd, bwd-data) or dy (bwd-filter); b = x or dy.
     let (a, b) = (&q, &p);
+    let taps = conv_taps(rec, mode, &params)?;
     let pipeline =
         rec.ctx
             .pipeline("gemm.wgsl", shaders::GEMM, "main", &[("MODE", mode as f64)])?;
+    // Backward-filter reduces over the whole batch into few output tiles:
+    // split K so the device has enough workgroups, then sum the slices.
+    let tiles = n.div_ceil(64) * m.div_ceil(64) * groups;
+    let splits = if mode == 3 {
+        k.div_ceil(256).min(256usize.div_ceil(tiles)).max(1)
+    } else {
+        1
+    };
+    let chunk = k.div_ceil(splits).next_multiple_of(16);
+    let splits = k.div_ceil(chunk);
+    params[21] = splits as u32;
+    params[22] = chunk as u32;
+    let target = if splits > 1 {
+        rec.output("conv2d split-k", splits * numel(shape), DType::F32)?
+    } else {
+        out.clone()
+    };
     gemm_dispatch(
         rec,
         &pipeline,
         &mut params,
-        &[Bind::Read(a), Bind::Read(b), Bind::Write(&out)],
+        &[
+            Bind::Read(a),
+            Bind::Read(b),
+            Bind::Write(&target),
+            Bind::Read(&taps),
+        ],
         n.div_ceil(64),
         m.div_ceil(64),
-        groups,
+        groups * splits,
         "conv2d",
     )?;
+    if splits > 1 {
+        drop(out);
+        let partial = Value {
+            storage: target.storage.clone(),
+            layout: Layout::contiguous(&[splits, numel(shape)]),
+        };
+        drop(target);
+        let sum = reduce(rec, ReduceOp::Sum, &[0], &partial)?;
+        return Ok(with_shape(sum, shape));
+    }
     Ok(with_shape(out, shape))
+}
+
+/// The per-k offsets gemm.wgsl reads for a convolution (layout in its
+/// header), built on the host once per mode and geometry.
+fn conv_taps(rec: &mut Recorder, mode: u32, params: &[u32]) -> Result<Value> {
+    let mut key = vec![mode];
+    key.extend_from_slice(&params[..20]);
+    if let Some(v) = super::lock(&rec.ctx.conv_tables).get(&key) {
+        return Ok(v.clone());
+    }
+    let g = |i: usize| params[i] as i32;
+    let (k, nb, c, h, w, o, oh, ow, kh, kw) = (
+        g(2),
+        g(4),
+        g(5),
+        g(6),
+        g(7),
+        g(8),
+        g(9),
+        g(10),
+        g(11),
+        g(12),
+    );
+    let (sh, sw, ph, pw, dh, dw, groups) = (g(13), g(14), g(15), g(16), g(17), g(18), g(19));
+    let (cg, og, taps) = (c / groups, o / groups, kh * kw);
+    let mut table: Vec<i32> = Vec::with_capacity(4 * k as usize);
+    for k in 0..k {
+        let entry = match mode {
+            1 => {
+                let (chan, t) = (k / taps, k % taps);
+                let (ky, kx) = (t / kw, t % kw);
+                [chan * h * w + ky * dh * w + kx * dw, ky * dh, kx * dw, 0]
+            }
+            2 => {
+                let (oo, t) = (k / taps, k % taps);
+                let (ky, kx) = (t / kw, t % kw);
+                [oo * cg * taps + t, oo * oh * ow, ky * dh, kx * dw]
+            }
+            _ => {
+                let plane = oh * ow;
+                let (img, s) = (k / plane, k % plane);
+                let (oy, ox) = (s / ow, s % ow);
+                [
+                    img * o * plane + oy * ow + ox,
+                    img * c * h * w,
+                    oy * sh - ph,
+                    ox * sw - pw,
+                ]
+            }
+        };
+        table.extend_from_slice(&entry);
+    }
+    let _ = (nb, og);
+    let host = Value::i32(table, &[4 * k as usize]);
+    let v = rec.on_device(&host)?;
+    super::lock(&rec.ctx.conv_tables).insert(key, v.clone());
+    Ok(v)
 }
 
 fn pool(

@@ -42,6 +42,8 @@ pub struct Context {
     modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
     /// Free buffers by size class (bytes).
     pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Convolution offset tables by mode and geometry (see gemm.wgsl).
+    pub(crate) conv_tables: Mutex<HashMap<Vec<u32>, Value>>,
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
     /// Errors wgpu reported outside any error scope (it would panic otherwise).
@@ -67,11 +69,60 @@ fn wanted_features() -> wgpu::Features {
     wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
 }
 
+/// wgpu's GL backend makes its EGL context current per call, and two
+/// threads doing so at once fail (EGL_BAD_ACCESS). On GL, each thread's
+/// GPU work (a whole realize, a download, adapter listing) runs alone.
+/// Reentrant: a realize downloads inside its own turn.
+struct GlTurn {
+    state: Mutex<(Option<std::thread::ThreadId>, usize)>,
+    free: std::sync::Condvar,
+}
+
+static GL_TURN: GlTurn = GlTurn {
+    state: Mutex::new((None, 0)),
+    free: std::sync::Condvar::new(),
+};
+
+pub(crate) struct GlTurnGuard;
+
+fn gl_turn(backend: wgpu::Backend) -> Option<GlTurnGuard> {
+    if backend != wgpu::Backend::Gl {
+        return None;
+    }
+    let me = std::thread::current().id();
+    let mut st = lock(&GL_TURN.state);
+    while st.0.is_some_and(|owner| owner != me) {
+        st = GL_TURN.free.wait(st).unwrap_or_else(|e| e.into_inner());
+    }
+    st.0 = Some(me);
+    st.1 += 1;
+    Some(GlTurnGuard)
+}
+
+impl Drop for GlTurnGuard {
+    fn drop(&mut self) {
+        let mut st = lock(&GL_TURN.state);
+        st.1 -= 1;
+        if st.1 == 0 {
+            st.0 = None;
+            GL_TURN.free.notify_all();
+        }
+    }
+}
+
+/// Whether `WGPU_BACKEND` allows GL (adapter listing then takes the GL turn).
+fn gl_possible() -> wgpu::Backend {
+    match wgpu::Backends::from_env() {
+        Some(b) if !b.contains(wgpu::Backends::GL) => wgpu::Backend::Vulkan,
+        _ => wgpu::Backend::Gl,
+    }
+}
+
 static REGISTRY: Mutex<Vec<Arc<Context>>> = Mutex::new(Vec::new());
 /// Registry index of each adapter ordinal that has been opened.
 static OPENED: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -96,6 +147,7 @@ fn instance() -> &'static wgpu::Instance {
 /// discrete, integrated, virtual, other, software; GL after native APIs.
 pub fn adapters() -> Vec<wgpu::Adapter> {
     let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let _turn = gl_turn(gl_possible());
     let mut list = pollster::block_on(instance().enumerate_adapters(backends));
     let rank = |a: &wgpu::Adapter| {
         let info = a.get_info();
@@ -124,6 +176,7 @@ pub fn open(ordinal: usize) -> Result<usize> {
         return Err(no_adapter(&format!("gpu:{ordinal}"), list.len()));
     };
     let info = adapter.get_info();
+    let _turn = gl_turn(info.backend);
     let features = adapter.features() & wanted_features();
     let desc = wgpu::DeviceDescriptor {
         label: Some("shadergrad"),
@@ -176,6 +229,7 @@ pub fn register(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInf
         pipelines: Mutex::new(HashMap::new()),
         modules: Mutex::new(HashMap::new()),
         pool: Mutex::new(HashMap::new()),
+        conv_tables: Mutex::new(HashMap::new()),
         lost,
         uncaptured,
     };
@@ -348,6 +402,7 @@ impl Context {
 
     /// Read a buffer back (waits for all submitted work).
     pub(crate) fn download(&self, b: &GpuBuffer) -> Result<Storage> {
+        let _turn = gl_turn(self.info.backend);
         self.check_alive()?;
         let bytes = 4 * b.len as u64;
         if bytes == 0 {
@@ -387,7 +442,7 @@ impl Context {
     }
 
     /// Block until the queue is idle.
-    pub(crate) fn wait(&self) -> Result<()> {
+    pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: None,
@@ -487,6 +542,8 @@ pub struct Recorder {
     error_scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
     /// A word kernels set when they meet an out-of-range index.
     pub(crate) index_flag: Option<Value>,
+    /// Dropped last: the GL turn outlives everything recorded.
+    _turn: Option<GlTurnGuard>,
 }
 
 thread_local! {
@@ -500,6 +557,7 @@ pub fn last_dispatch_count() -> usize {
 
 impl Recorder {
     pub fn new(ctx: Arc<Context>) -> Result<Recorder> {
+        let turn = gl_turn(ctx.info.backend);
         ctx.check_alive()?;
         let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -515,6 +573,7 @@ impl Recorder {
             dispatches: 0,
             error_scopes: Some((oom, validation)),
             index_flag: None,
+            _turn: turn,
         })
     }
 
@@ -548,7 +607,7 @@ impl Recorder {
     }
 
     /// This value on the device: uploaded when it lives on the host.
-    pub(crate) fn on_device(&mut self, v: &Value) -> Result<Value> {
+    pub fn on_device(&mut self, v: &Value) -> Result<Value> {
         if let Storage::Gpu(b) = v.storage.as_ref() {
             if Arc::ptr_eq(&b.ctx, &self.ctx) {
                 return Ok(v.clone());
@@ -699,6 +758,11 @@ impl Drop for Recorder {
         if let Some(encoder) = self.encoder.take() {
             self.ctx.queue.submit([encoder.finish()]);
         }
+        // Scopes pop innermost first.
+        if let Some((oom, validation)) = self.error_scopes.take() {
+            drop(validation);
+            drop(oom);
+        }
     }
 }
 
@@ -724,4 +788,51 @@ pub fn to_host(v: &Value) -> Result<Value> {
         }),
         _ => Ok(v.clone()),
     }
+}
+
+/// `shadergrad devices`: the cpu backend and every adapter, with what
+/// matters for our kernels. `gpu:N` refers to the N-th adapter listed.
+pub fn devices_report() -> String {
+    let mut s = format!(
+        "cpu: {} threads (rayon), f32, GEMM via the gemm crate\n",
+        rayon::current_num_threads()
+    );
+    let list = adapters();
+    if list.is_empty() {
+        s += &format!(
+            "no GPU adapters (WGPU_BACKEND={}); `auto` uses the cpu backend\n",
+            std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "all".into())
+        );
+        return s;
+    }
+    let auto = list
+        .iter()
+        .position(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
+    if auto.is_none() {
+        s += "auto: the cpu backend (software adapters below are far slower; --device gpu:N selects one)\n";
+    }
+    for (i, a) in list.iter().enumerate() {
+        let info = a.get_info();
+        let l = a.limits();
+        let f = a.features();
+        let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+        s += &format!(
+            "gpu:{i}{}: {}\n  backend {:?}, type {:?}, driver {} {}\n  max buffer {} MiB, storage binding {} MiB, {} storage buffers/stage, workgroup memory {} KiB, {} invocations/workgroup\n  f16 {}, subgroups {}, timestamps {}\n",
+            if Some(i) == auto { " (auto)" } else { "" },
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info,
+            l.max_buffer_size >> 20,
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup,
+            has(wgpu::Features::SHADER_F16),
+            has(wgpu::Features::SUBGROUP),
+            has(wgpu::Features::TIMESTAMP_QUERY),
+        );
+    }
+    s
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use shadergrad::data::{cifar10, Augment};
 use shadergrad::train::{self, TrainConfig};
-use shadergrad::{Error, Result};
+use shadergrad::{with_device, Device, Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,12 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// auto, cpu, gpu or gpu:N (also $SHADERGRAD_DEVICE).
+        #[arg(long, env = "SHADERGRAD_DEVICE", default_value = "auto")]
+        device: String,
+        /// Square matmul sizes (default: 256,512,1024; on a hardware GPU 1024,2048,4096).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Vec<usize>,
     },
     /// List the devices shadergrad can run on.
     Devices,
@@ -114,13 +120,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
-        Command::Bench { which, ms, json } => bench(&which, ms, json),
+        Command::Bench {
+            which,
+            ms,
+            json,
+            device,
+            sizes,
+        } => bench(&which, ms, json, &device, &sizes),
         Command::Devices => {
-            println!(
-                "cpu: {} threads (rayon), f32, GEMM via the gemm crate",
-                rayon::current_num_threads()
-            );
-            println!("gpu: the wgpu backend is not built yet; every run uses the cpu backend");
+            print!("{}", shadergrad::backend::gpu::devices_report());
             Ok(())
         }
     };
@@ -138,18 +146,10 @@ fn main() -> ExitCode {
 }
 
 /// The device a run uses, said out loud.
-fn choose_device(spec: &str) -> Result<&'static str> {
-    match spec {
-        "auto" | "cpu" => Ok("cpu"),
-        s if s == "gpu" || s.starts_with("gpu:") => Err(Error::param(
-            "device",
-            format!("{s}: the wgpu backend is not available in this build yet; use --device cpu"),
-        )),
-        s => Err(Error::param(
-            "device",
-            format!("unknown device {s:?}; use auto, cpu, gpu or gpu:N"),
-        )),
-    }
+fn choose_device(spec: &str) -> Result<Device> {
+    let device = Device::parse(spec)?;
+    eprintln!("device: {} ({})", device, device.describe());
+    Ok(device)
 }
 
 fn load_cifar(args: &DataArgs) -> Result<cifar10::Cifar10> {
@@ -170,7 +170,11 @@ fn load_cifar(args: &DataArgs) -> Result<cifar10::Cifar10> {
 
 fn run_train(a: TrainArgs) -> Result<()> {
     let device = choose_device(&a.data.device)?;
-    eprintln!("device: {device}");
+    // Parameters, batches and every graph built from them live on `device`.
+    with_device(device.clone(), || train_on(a, &device))
+}
+
+fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
     let mut data = load_cifar(&a.data)?;
     if let Some(n) = a.limit_train {
         data.train = data.train.sample(n, a.seed);
@@ -219,8 +223,9 @@ fn run_train(a: TrainArgs) -> Result<()> {
     if a.json {
         let last = summary.history.last();
         println!(
-            "{{\"model\": \"{}\", \"device\": \"{device}\", \"epochs\": {}, \"train_loss\": {}, \"test_accuracy\": {}, \"images_per_sec\": {:.1}, \"seconds\": {:.1}, \"stopped_early\": {}, \"checkpoint\": \"{}\"}}",
+            "{{\"model\": \"{}\", \"device\": \"{}\", \"epochs\": {}, \"train_loss\": {}, \"test_accuracy\": {}, \"images_per_sec\": {:.1}, \"seconds\": {:.1}, \"stopped_early\": {}, \"checkpoint\": \"{}\"}}",
             cfg.model,
+            device.describe().replace('"', "'"),
             summary.history.len(),
             last.map_or(f32::NAN, |m| m.train_loss),
             last.map_or(f32::NAN, |m| m.test_accuracy),
@@ -235,6 +240,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
 
 fn run_eval(a: EvalArgs) -> Result<()> {
     let device = choose_device(&a.data.device)?;
+    with_device(device.clone(), || eval_on(a, &device))
+}
+
+fn eval_on(a: EvalArgs, device: &Device) -> Result<()> {
     let ck = shadergrad::io::checkpoint::load(&a.checkpoint)?;
     let name = ck
         .metadata
@@ -246,7 +255,8 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let data = load_cifar(&a.data)?;
     let eval = train::evaluate(&mut model, &Arc::new(data.test), 500)?;
     println!(
-        "model {name} on {device}: test accuracy {:.2}%  loss {:.4}",
+        "model {name} on {}: test accuracy {:.2}%  loss {:.4}",
+        device.describe(),
         eval.accuracy * 100.0,
         eval.loss
     );
@@ -266,15 +276,41 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(which: &str, ms: u64, json: bool) -> Result<()> {
+fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Result<()> {
     if !["all", "matmul", "conv"].contains(&which) {
         return Err(Error::param(
             "bench",
             format!("unknown kernel set {which:?}; use all, matmul or conv"),
         ));
     }
-    let keep = |name: &str| which == "all" || name.starts_with(which);
-    let results = shadergrad::bench::cpu_kernels(Duration::from_millis(ms), keep)?;
-    print!("{}", shadergrad::bench::report(&results, json));
+    let device = choose_device(device)?;
+    let budget = Duration::from_millis(ms);
+    let results = match &device {
+        Device::Cpu => {
+            let keep = |name: &str| which == "all" || name.starts_with(which);
+            shadergrad::bench::cpu_kernels(budget, keep)?
+        }
+        Device::Gpu(_) => {
+            let sizes = if !sizes.is_empty() {
+                sizes.to_vec()
+            } else if device.describe().ends_with("Cpu") {
+                vec![256, 512, 1024]
+            } else {
+                vec![1024, 2048, 4096]
+            };
+            let mut r = Vec::new();
+            if which != "conv" {
+                r.extend(shadergrad::bench::gpu_matmul(&device, budget, &sizes)?);
+            }
+            if which != "matmul" {
+                r.extend(shadergrad::bench::gpu_convs(&device, budget)?);
+            }
+            r
+        }
+    };
+    print!(
+        "{}",
+        shadergrad::bench::report_on(&results, json, &device.describe())
+    );
     Ok(())
 }

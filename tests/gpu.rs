@@ -1,0 +1,388 @@
+//! The wgpu backend against the cpu backend: every kernel on odd shapes
+//! (1, 7, 33, 257; broadcast, permuted, batched, grouped), gradients
+//! included; naga validation of every shader file and of emitted kernels;
+//! fusion counted in dispatches; device errors. Tests skip without an
+//! adapter unless `SHADERGRAD_REQUIRE_GPU=1`.
+
+mod common;
+
+use common::{data, gpu_device};
+use shadergrad::backend::cpu::elementwise::{Instr, Program};
+use shadergrad::backend::gpu::{emit, shaders};
+use shadergrad::op::{BinaryOp, Op, UnaryOp};
+use shadergrad::shape::Layout;
+use shadergrad::{Conv2dOpts, DType, Device, Error, Result, Tensor};
+
+fn validate(name: &str, src: &str) {
+    let module = wgpu::naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(src)));
+    wgpu::naga::valid::Validator::new(
+        wgpu::naga::valid::ValidationFlags::all(),
+        wgpu::naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(src)));
+}
+
+#[test]
+fn every_shader_file_validates_with_naga() {
+    // Every file in shaders/ is compiled in and listed, so none escapes validation.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .expect("shaders/ exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = shaders::ALL.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "shaders/ and shaders::ALL differ");
+    for (name, src) in shaders::ALL {
+        validate(name, src);
+    }
+}
+
+fn one(op: Op, n_args: usize) -> Program {
+    Program {
+        leaves: n_args,
+        instrs: vec![Instr {
+            op,
+            args: (0..n_args).collect(),
+        }],
+    }
+}
+
+#[test]
+fn emitted_kernels_validate_with_naga() {
+    let shape = [7, 33];
+    let dense = Layout::contiguous(&shape);
+    let scalar = Layout {
+        shape: shape.to_vec(),
+        strides: vec![0, 0],
+        offset: 3,
+    };
+    let transposed = Layout {
+        shape: shape.to_vec(),
+        strides: vec![1, 7],
+        offset: 0,
+    };
+    let mut programs: Vec<(Program, Vec<(DType, &Layout)>)> = Vec::new();
+    for u in [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Recip,
+        UnaryOp::Sin,
+        UnaryOp::Tanh,
+        UnaryOp::Erf,
+    ] {
+        programs.push((one(Op::Unary(u), 1), vec![(DType::F32, &transposed)]));
+    }
+    for b in [
+        BinaryOp::Add,
+        BinaryOp::Mul,
+        BinaryOp::Max,
+        BinaryOp::Pow,
+        BinaryOp::CmpLt,
+        BinaryOp::CmpEq,
+    ] {
+        for t in [DType::F32, DType::I32] {
+            programs.push((one(Op::Binary(b), 2), vec![(t, &dense), (t, &scalar)]));
+        }
+    }
+    for t in [DType::F32, DType::I32] {
+        programs.push((
+            one(Op::Where, 3),
+            vec![(DType::F32, &dense), (t, &transposed), (t, &scalar)],
+        ));
+        programs.push((one(Op::Cast(DType::F32), 1), vec![(t, &dense)]));
+        programs.push((one(Op::Cast(DType::I32), 1), vec![(t, &dense)]));
+    }
+    // A fused chain over the most leaves a kernel may bind.
+    let mut instrs = vec![Instr {
+        op: Op::Binary(BinaryOp::Mul),
+        args: vec![0, 1],
+    }];
+    for k in 2..emit::MAX_LEAVES {
+        instrs.push(Instr {
+            op: Op::Binary(BinaryOp::Add),
+            args: vec![emit::MAX_LEAVES + k - 2, k],
+        });
+    }
+    instrs.push(Instr {
+        op: Op::Unary(UnaryOp::Tanh),
+        args: vec![emit::MAX_LEAVES + instrs.len() - 1],
+    });
+    let leaves = (0..emit::MAX_LEAVES)
+        .map(|k| (DType::F32, [&dense, &scalar, &transposed][k % 3]))
+        .collect();
+    programs.push((
+        Program {
+            leaves: emit::MAX_LEAVES,
+            instrs,
+        },
+        leaves,
+    ));
+    for (i, (program, leaves)) in programs.iter().enumerate() {
+        let kernel = emit::elementwise(program, leaves, &shape).expect("emits");
+        validate(&format!("emitted kernel {i} ({program:?})"), &kernel.source);
+    }
+}
+
+/// Run `f` on the cpu backend and on the GPU and compare every output.
+#[track_caller]
+fn same_on_both(atol: f32, rtol: f32, f: impl Fn() -> Result<Vec<Tensor>>) {
+    let Some(gpu) = gpu_device() else { return };
+    let cpu_out = shadergrad::with_device(Device::Cpu, &f).expect("cpu run");
+    let gpu_out = shadergrad::with_device(gpu, &f).expect("gpu run");
+    assert_eq!(cpu_out.len(), gpu_out.len());
+    for (k, (c, g)) in cpu_out.iter().zip(&gpu_out).enumerate() {
+        assert!(g.device().is_gpu(), "output {k} did not run on the gpu");
+        assert_eq!(c.shape(), g.shape(), "output {k} shape");
+        let (c, g) = (c.to_vec().expect("cpu"), g.to_vec().expect("gpu"));
+        for (i, (x, y)) in c.iter().zip(&g).enumerate() {
+            let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * x.abs();
+            assert!(ok, "output {k} element {i}: cpu {x} gpu {y}");
+        }
+    }
+}
+
+fn rt(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::from_vec(data(shape.iter().product(), seed), shape).expect("shape")
+}
+
+#[test]
+fn matmul_matches_cpu_on_odd_shapes() {
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (7, 33, 1),
+        (1, 257, 7),
+        (33, 7, 257),
+        (257, 33, 7),
+        (65, 129, 67),
+    ] {
+        same_on_both(1e-4, 1e-4, || {
+            let a = rt(&[m, k], 1);
+            let b = rt(&[k, n], 2);
+            let bt = rt(&[n, k], 3).t()?;
+            let batched_a = rt(&[3, m, k], 4);
+            // A batch broadcast through a stride-0 view.
+            let shared_b = b.unsqueeze(0)?.expand(&[3, k, n])?;
+            Ok(vec![
+                a.matmul(&b)?,
+                a.matmul(&bt)?,
+                a.t()?.t()?.matmul(&b)?,
+                batched_a.matmul(&shared_b)?,
+                batched_a
+                    .permute(&[0, 2, 1])?
+                    .permute(&[0, 2, 1])?
+                    .matmul(&shared_b)?,
+            ])
+        });
+    }
+}
+
+#[test]
+fn convolutions_and_their_gradients_match_cpu() {
+    let cases = [
+        // (x shape, weight shape, opts)
+        ([2, 3, 9, 7], [4, 3, 3, 2], Conv2dOpts::default()),
+        (
+            [1, 3, 9, 7],
+            [5, 3, 3, 3],
+            Conv2dOpts {
+                stride: (2, 1),
+                padding: (1, 2),
+                dilation: (1, 2),
+                groups: 1,
+            },
+        ),
+        (
+            [2, 4, 7, 7],
+            [6, 2, 3, 3],
+            Conv2dOpts::default().groups(2).padding(1),
+        ),
+        ([1, 1, 1, 1], [1, 1, 1, 1], Conv2dOpts::default()),
+        ([3, 2, 33, 5], [7, 2, 1, 3], Conv2dOpts::default().stride(3)),
+    ];
+    for (xs, ws, opts) in cases {
+        same_on_both(1e-4, 1e-3, || {
+            let x = rt(&xs, 5).with_grad();
+            let w = rt(&ws, 6).with_grad();
+            let bias = rt(&[ws[0]], 7).with_grad();
+            let y = x.conv2d(&w, Some(&bias), opts)?;
+            let r = rt(y.shape(), 8);
+            let loss = y.mul(&r)?.sum_all();
+            let g = loss.backward()?;
+            Ok(vec![
+                y,
+                g.get(&x).expect("dx").clone(),
+                g.get(&w).expect("dw").clone(),
+                g.get(&bias).expect("db").clone(),
+            ])
+        });
+    }
+    // Transposed convolution runs through backward-data.
+    same_on_both(1e-4, 1e-3, || {
+        let x = rt(&[2, 4, 5, 6], 9);
+        let w = rt(&[4, 3, 3, 3], 10);
+        Ok(vec![x.conv_transpose2d(
+            &w,
+            None,
+            Conv2dOpts::default().stride(2).padding(1),
+            (1, 0),
+        )?])
+    });
+}
+
+#[test]
+fn pooling_and_gradients_match_cpu() {
+    for (k, s, p) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0)] {
+        same_on_both(1e-5, 1e-5, || {
+            let x = rt(&[2, 3, 9, 7], 11).with_grad();
+            let mx = x.max_pool2d(k, s, p)?;
+            let av = x.avg_pool2d(k, s, p)?;
+            let loss = mx
+                .mul(&rt(mx.shape(), 12))?
+                .sum_all()
+                .add(&av.mul(&rt(av.shape(), 13))?.sum_all())?;
+            let g = loss.backward()?;
+            Ok(vec![mx, av, g.get(&x).expect("dx").clone()])
+        });
+    }
+}
+
+#[test]
+fn reductions_match_cpu_on_views() {
+    same_on_both(1e-4, 1e-4, || {
+        let x = rt(&[7, 33, 5], 14);
+        let p = x.permute(&[2, 0, 1])?;
+        let long = rt(&[3, 257 * 33], 15);
+        let labels = Tensor::from_slice_i32(&(0..33).collect::<Vec<_>>(), &[33])?;
+        Ok(vec![
+            p.sum(&[1], false)?,
+            p.max(&[0, 2], true)?,
+            x.sum_all(),
+            long.sum(&[1], false)?,
+            long.max(&[1], false)?,
+            long.sum_all(),
+            labels.sum(&[0], false)?.cast(DType::F32),
+            rt(&[0, 4], 16).sum(&[0], false)?,
+        ])
+    });
+}
+
+#[test]
+fn elementwise_chains_match_cpu() {
+    same_on_both(1e-5, 1e-4, || {
+        let a = rt(&[7, 33], 17);
+        let b = rt(&[33], 18);
+        let c = rt(&[7, 1], 19);
+        let pos = a.abs().add_scalar(0.1);
+        Ok(vec![
+            a.mul(&b)?.add(&c)?.relu(),
+            a.t()?.contiguous(),
+            pos.log().exp().sqrt().recip(),
+            a.sin().tanh().erf(),
+            pos.pow(&b.abs().add_scalar(0.5))?,
+            a.pow_scalar(3.0),
+            a.maximum(&b)?.minimum(&c)?,
+            a.lt(&b)?.add(&a.eq(&a)?)?,
+            Tensor::where_(&a.gt(&c)?, &a, &b)?,
+            a.gelu().add(&a.sigmoid())?.add(&a.softmax(-1)?)?,
+            a.pad(&[(1, 2), (0, 3)])?,
+            a.shrink(&[(1, 6), (2, 30)])?.exp(),
+        ])
+    });
+}
+
+#[test]
+fn indexing_losses_and_random_match_cpu() {
+    same_on_both(1e-5, 1e-4, || {
+        let logits = rt(&[33, 7], 20).with_grad();
+        let labels =
+            Tensor::from_slice_i32(&(0..33).map(|i| (i * 5) % 7).collect::<Vec<_>>(), &[33])?;
+        let loss = logits.cross_entropy(&labels, 0.1)?;
+        let g = loss.backward()?;
+        let table = rt(&[257, 7], 21).with_grad();
+        let ids = Tensor::from_slice_i32(&[3, 256, 3, 0, 7, 3, 100], &[7])?;
+        let emb = Tensor::embedding(&table, &ids)?;
+        let ge = emb.mul(&rt(emb.shape(), 22))?.sum_all().backward()?;
+        Ok(vec![
+            loss,
+            g.get(&logits).expect("dlogits").clone(),
+            emb,
+            ge.get(&table).expect("dtable").clone(),
+            Tensor::rand_seeded(&[1000], 42),
+            Tensor::arange(-3.0, 7.0, 0.5)?,
+            Tensor::arange_i32(5, -30, -3)?.cast(DType::F32),
+        ])
+    });
+}
+
+#[test]
+fn dispatches_beyond_the_workgroup_limit_are_split() {
+    // 2^24 + 7 elements need more than 65,535 workgroups of 256.
+    same_on_both(0.0, 1e-6, || {
+        let n = (1 << 24) + 7;
+        let x = Tensor::arange(0.0, n as f32, 1.0)?;
+        let y = x.mul_scalar(0.5).add_scalar(1.0);
+        Ok(vec![y.shrink(&[(n - 300, n)])?.contiguous()])
+    });
+}
+
+#[test]
+fn an_elementwise_chain_is_one_dispatch() -> Result<()> {
+    let Some(gpu) = gpu_device() else {
+        return Ok(());
+    };
+    shadergrad::with_device(gpu, || {
+        let (a, b, c) = (rt(&[7, 33], 1), rt(&[7, 33], 2), rt(&[33], 3));
+        let y = a.mul(&b)?.add(&c)?.relu();
+        y.realize()?;
+        assert_eq!(shadergrad::backend::gpu::last_dispatch_count(), 1);
+        let want: Vec<f32> = {
+            let (a, b, c) = (a.to_vec()?, b.to_vec()?, c.to_vec()?);
+            (0..7 * 33)
+                .map(|i| (a[i] * b[i] + c[i % 33]).max(0.0))
+                .collect()
+        };
+        common::assert_close(&y.to_vec()?, &want, 1e-6, 1e-6);
+        Ok(())
+    })
+}
+
+#[test]
+fn device_errors_are_values() -> Result<()> {
+    let Some(gpu) = gpu_device() else {
+        return Ok(());
+    };
+    shadergrad::with_device(gpu, || {
+        // An index out of range is reported after the submit.
+        let src = rt(&[4, 3], 1);
+        let bad = Tensor::from_slice_i32(&[0, 9], &[2, 1])?;
+        let err = src.gather(1, &bad)?.to_vec().unwrap_err();
+        assert!(err.to_string().contains("index 9 is out of range"), "{err}");
+        // More memory than one binding allows: a clear error, then smaller work runs.
+        let huge = Tensor::zeros(&[1 << 20, 1 << 13]).add_scalar(1.0);
+        let err = huge.realize().map(|_| ()).unwrap_err();
+        assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
+        assert!(err.to_string().contains("smaller batch"), "{err}");
+        let small = Tensor::ones(&[1000]).add_scalar(1.0).sum_all().item()?;
+        assert_eq!(small, 2000.0);
+        Ok(())
+    })
+}
+
+#[test]
+fn unknown_devices_are_errors() {
+    let err = Device::parse("gpu:99").unwrap_err();
+    assert!(
+        err.to_string().contains("no GPU adapter for gpu:99"),
+        "{err}"
+    );
+    let err = Device::parse("tpu").unwrap_err();
+    assert!(err.to_string().contains("auto, gpu, gpu:N"), "{err}");
+    assert_eq!(Device::parse("cpu").expect("cpu"), Device::Cpu);
+}
