@@ -836,3 +836,30 @@ pub fn devices_report() -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    /// A kernel that does not compile is an error naming it, not an abort.
+    #[test]
+    fn a_kernel_that_fails_to_compile_is_named() {
+        let id = match super::open(0) {
+            Ok(id) => id,
+            Err(e) => {
+                let required = std::env::var("SHADERGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
+                assert!(!required, "SHADERGRAD_REQUIRE_GPU=1 but {e}");
+                return;
+            }
+        };
+        let ctx = super::context(id).expect("opened");
+        let broken = "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }";
+        let err = ctx
+            .pipeline("broken.wgsl", broken, "main", &[])
+            .expect_err("must not compile");
+        assert!(
+            err.to_string().contains("kernel broken.wgsl (entry main"),
+            "{err}"
+        );
+        // The device is still usable afterwards.
+        ctx.check_alive().expect("alive");
+    }
+}
