@@ -1,8 +1,9 @@
 //! The wgpu backend against the cpu backend: every kernel on odd shapes
 //! (1, 7, 33, 257; broadcast, permuted, batched, grouped), gradients
-//! included; naga validation of every shader file and of emitted kernels;
-//! fusion counted in dispatches; device errors. Tests skip without an
-//! adapter unless `SHADERGRAD_REQUIRE_GPU=1`.
+//! included; naga validation of every shader file and of emitted kernels
+//! (debug builds also validate every kernel the emitter generates while the
+//! tests run); fusion counted in dispatches; device errors. Tests skip
+//! without an adapter unless `SHADERGRAD_REQUIRE_GPU=1`.
 
 mod common;
 
@@ -13,15 +14,11 @@ use shadergrad::op::{BinaryOp, Op, UnaryOp};
 use shadergrad::shape::Layout;
 use shadergrad::{Conv2dOpts, DType, Device, Error, Result, Tensor};
 
+/// naga's validator with no optional capabilities: what every platform takes.
 fn validate(name: &str, src: &str) {
-    let module = wgpu::naga::front::wgsl::parse_str(src)
-        .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(src)));
-    wgpu::naga::valid::Validator::new(
-        wgpu::naga::valid::ValidationFlags::all(),
-        wgpu::naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(src)));
+    if let Err(e) = shadergrad::backend::gpu::validate_wgsl(name, src) {
+        panic!("{e}");
+    }
 }
 
 #[test]

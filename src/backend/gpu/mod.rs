@@ -473,6 +473,12 @@ impl Context {
         if let Some(p) = lock(&self.pipelines).get(&key) {
             return Ok(p.clone());
         }
+        // Debug builds (the tests) also run naga's validator on every
+        // generated kernel themselves, so an emitter bug names the source.
+        #[cfg(debug_assertions)]
+        if name.starts_with("fused") {
+            validate_wgsl(name, source)?;
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module_key = if name.starts_with("fused") {
             source.to_string()
@@ -520,6 +526,29 @@ impl Context {
         lock(&self.pipelines).insert(key, p.clone());
         Ok(p)
     }
+}
+
+/// Parse and validate WGSL with naga, as wgpu does before compiling it.
+pub fn validate_wgsl(name: &str, source: &str) -> Result<()> {
+    use wgpu::naga;
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| {
+        Error::Device(format!(
+            "kernel {name} does not parse:\n{}",
+            e.emit_to_string(source)
+        ))
+    })?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .map_err(|e| {
+        Error::Device(format!(
+            "kernel {name} does not validate:\n{}",
+            e.emit_to_string(source)
+        ))
+    })?;
+    Ok(())
 }
 
 /// One binding of a dispatch.
