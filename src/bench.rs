@@ -57,6 +57,33 @@ pub const CNN_CONVS: [(&str, [usize; 4], [usize; 4]); 3] = [
 
 pub const MATMUL_SIZES: [usize; 3] = [256, 512, 1024];
 
+/// A convolution's three passes: (name, op, inputs, output shape).
+fn conv_passes(
+    geom: ConvGeom,
+    x: Value,
+    w: Value,
+    dy: Value,
+    xs: [usize; 4],
+    ws: [usize; 4],
+    ys: [usize; 4],
+) -> [(&'static str, Op, [Value; 2], [usize; 4]); 3] {
+    [
+        ("forward", Op::Conv2d(geom), [x.clone(), w.clone()], ys),
+        (
+            "backward-data",
+            Op::Conv2dBackwardData(geom),
+            [dy.clone(), w],
+            xs,
+        ),
+        (
+            "backward-filter",
+            Op::Conv2dBackwardFilter(geom),
+            [x, dy],
+            ws,
+        ),
+    ]
+}
+
 /// Run the CPU kernel cases whose names `keep` accepts, each for about `budget`.
 pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<BenchResult>> {
     let mut out = Vec::new();
@@ -81,22 +108,7 @@ pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<
         let ys = [xs[0], ws[0], xs[2] - ws[2] + 1, xs[3] - ws[3] + 1];
         let flops = 2.0 * (ys.iter().product::<usize>() * xs[1] * ws[2] * ws[3]) as f64;
         let (x, w, dy) = (filled(&xs, 3), filled(&ws, 4), filled(&ys, 5));
-        let cases = [
-            ("forward", Op::Conv2d(geom), [x.clone(), w.clone()], ys),
-            (
-                "backward-data",
-                Op::Conv2dBackwardData(geom),
-                [dy.clone(), w.clone()],
-                xs,
-            ),
-            (
-                "backward-filter",
-                Op::Conv2dBackwardFilter(geom),
-                [x.clone(), dy.clone()],
-                ws,
-            ),
-        ];
-        for (pass, op, inputs, shape) in cases {
+        for (pass, op, inputs, shape) in conv_passes(geom, x, w, dy, xs, ws, ys) {
             let seconds = time_median(budget, || {
                 cpu::exec(&op, &inputs, &shape, DType::F32).map(drop)
             })?;
@@ -203,22 +215,7 @@ pub fn gpu_convs(device: &crate::Device, budget: Duration) -> Result<Vec<BenchRe
         let w = rec.on_device(&filled(&ws, 4))?;
         let dy = rec.on_device(&filled(&ys, 5))?;
         rec.submit()?;
-        let cases = [
-            ("forward", Op::Conv2d(geom), [x.clone(), w.clone()], ys),
-            (
-                "backward-data",
-                Op::Conv2dBackwardData(geom),
-                [dy.clone(), w.clone()],
-                xs,
-            ),
-            (
-                "backward-filter",
-                Op::Conv2dBackwardFilter(geom),
-                [x.clone(), dy.clone()],
-                ws,
-            ),
-        ];
-        for (pass, op, inputs, shape) in cases {
+        for (pass, op, inputs, shape) in conv_passes(geom, x, w, dy, xs, ws, ys) {
             let seconds = gpu_time(&ctx, budget, |rec| {
                 gpu::exec(rec, &op, &inputs, &shape, DType::F32).map(drop)
             })?;

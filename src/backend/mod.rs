@@ -61,6 +61,23 @@ impl Value {
         }
     }
 
+    /// A constant of `shape`: one element seen through stride 0, so a
+    /// constant of any size costs one element.
+    pub fn constant(v: f32, dtype: DType, shape: &[usize]) -> Value {
+        let storage = match dtype {
+            DType::F32 => Storage::F32(vec![v]),
+            DType::I32 => Storage::I32(vec![v as i32]),
+        };
+        Value {
+            storage: Arc::new(storage),
+            layout: Layout {
+                shape: shape.to_vec(),
+                strides: vec![0; shape.len()],
+                offset: 0,
+            },
+        }
+    }
+
     /// The elements in row-major order (copies only when the layout is not dense).
     pub fn layout_gather<T: Copy + Send + Sync>(&self, data: &[T]) -> Vec<T> {
         cpu::strided_copy(data, &self.layout)

@@ -9,7 +9,6 @@ mod pool;
 mod reduce;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -37,21 +36,7 @@ pub fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> Result<
                 "a buffer node has no value (internal)",
             ))
         }
-        Op::Full(v) => {
-            // One element seen through stride 0: a constant of any size is free.
-            let storage = match dtype {
-                DType::F32 => Storage::F32(vec![*v]),
-                DType::I32 => Storage::I32(vec![*v as i32]),
-            };
-            Value {
-                storage: Arc::new(storage),
-                layout: Layout {
-                    shape: shape.to_vec(),
-                    strides: vec![0; shape.len()],
-                    offset: 0,
-                },
-            }
-        }
+        Op::Full(v) => Value::constant(*v, dtype, shape),
         Op::Rand { seed } => {
             Value::f32(elementwise::rand(*seed, crate::shape::numel(shape)), shape)
         }

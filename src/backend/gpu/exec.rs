@@ -1,11 +1,9 @@
 //! Each primitive as a dispatch of its WGSL kernel.
 
-use std::sync::Arc;
-
 use super::emit::{self, padded, MAX_RANK, WORKGROUP};
 use super::{grid, shaders, Bind, Recorder, MAX_GROUPS};
 use crate::backend::cpu::elementwise::{collapse, hash32, Instr, Program};
-use crate::backend::{Storage, Value};
+use crate::backend::Value;
 use crate::op::{ConvGeom, Op, PoolGeom, PoolKind, ReduceOp};
 use crate::shape::{contiguous_strides, numel, Layout};
 use crate::{DType, Error, Result};
@@ -30,25 +28,7 @@ pub fn exec(
                 "a buffer node has no value (internal)",
             ))
         }
-        Op::Full(v) => {
-            // One element seen through stride 0, as on the cpu backend.
-            let host = match dtype {
-                DType::F32 => Storage::F32(vec![*v]),
-                DType::I32 => Storage::I32(vec![*v as i32]),
-            };
-            let one = rec.on_device(&Value {
-                storage: Arc::new(host),
-                layout: Layout::contiguous(&[1]),
-            })?;
-            Value {
-                storage: one.storage,
-                layout: Layout {
-                    shape: shape.to_vec(),
-                    strides: vec![0; shape.len()],
-                    offset: 0,
-                },
-            }
-        }
+        Op::Full(v) => rec.on_device(&Value::constant(*v, dtype, shape))?,
         Op::Rand { seed } => {
             let k1 = hash32(*seed as u32);
             let k2 = hash32((seed >> 32) as u32 ^ 0x9e37_79b9);
@@ -183,6 +163,16 @@ pub fn fused(
     Ok(with_shape(out, shape))
 }
 
+/// `v`, or a one-element stand-in when it has no elements: every binding
+/// needs a buffer, and the kernel never reads an empty operand.
+fn bindable(rec: &mut Recorder, v: &Value) -> Result<Value> {
+    if v.layout.numel() == 0 {
+        rec.output("stand-in", 1, dtype_of(v))
+    } else {
+        Ok(v.clone())
+    }
+}
+
 fn too_many_axes(op: &'static str, shape: &[usize]) -> Error {
     Error::shape(
         op,
@@ -233,18 +223,11 @@ fn pad(rec: &mut Recorder, v: &Value, pads: &[(usize, usize)], shape: &[usize]) 
         params.extend(padded(&pads.iter().map(|p| p.0).collect::<Vec<_>>()));
         params.extend(padded(&v.layout.shape));
         let pipeline = rec.ctx.pipeline("copy.wgsl", shaders::COPY, "pad", &[])?;
-        // A source with no elements is never read; a stand-in fills its binding.
-        let dummy;
-        let src = if v.layout.numel() == 0 {
-            dummy = rec.output("pad", 1, dtype_of(v))?;
-            &dummy
-        } else {
-            v
-        };
+        let src = bindable(rec, v)?;
         rec.dispatch(
             &pipeline,
             &params,
-            &[Bind::Read(src), Bind::Write(&out)],
+            &[Bind::Read(&src), Bind::Write(&out)],
             grid(n, WORKGROUP),
         )?;
     }
@@ -308,17 +291,11 @@ fn reduce(rec: &mut Recorder, op: ReduceOp, axes: &[usize], x: &Value) -> Result
     let pipeline = rec
         .ctx
         .pipeline("reduce.wgsl", shaders::REDUCE, entry, &constants)?;
-    let dummy;
-    let src = if x.layout.numel() == 0 {
-        dummy = rec.output("reduce", 1, dtype_of(x))?;
-        &dummy
-    } else {
-        x
-    };
+    let src = bindable(rec, x)?;
     rec.dispatch(
         &pipeline,
         &params,
-        &[Bind::Read(src), Bind::Write(&out)],
+        &[Bind::Read(&src), Bind::Write(&out)],
         groups,
     )?;
     Ok(with_shape(out, &out_shape))
