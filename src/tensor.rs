@@ -59,11 +59,11 @@ impl Device {
     /// our kernels about a hundred times slower than the cpu backend does,
     /// so `auto` skips them; `gpu` or `gpu:N` still selects one.
     pub fn auto() -> Device {
-        let list = crate::backend::gpu::adapters();
-        match list
-            .iter()
-            .position(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
-        {
+        let best = crate::backend::gpu::with_adapters(|list| {
+            list.iter()
+                .position(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+        });
+        match best {
             Some(i) => Device::gpu(i).unwrap_or(Device::Cpu),
             None => Device::Cpu,
         }

@@ -143,11 +143,18 @@ fn instance() -> &'static wgpu::Instance {
     })
 }
 
-/// Every adapter wgpu finds (honouring `WGPU_BACKEND`), best first:
-/// discrete, integrated, virtual, other, software; GL after native APIs.
-pub fn adapters() -> Vec<wgpu::Adapter> {
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+/// `f` over every adapter wgpu finds (honouring `WGPU_BACKEND`), best
+/// first: discrete, integrated, virtual, other, software; GL after native
+/// APIs. The list lives only inside `f`: on GL, creating and dropping
+/// adapters touches EGL, so both happen within one GL turn.
+pub fn with_adapters<R>(f: impl FnOnce(&[wgpu::Adapter]) -> R) -> R {
     let _turn = gl_turn(gl_possible());
+    let list = adapters_unguarded();
+    f(&list)
+}
+
+fn adapters_unguarded() -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     let mut list = pollster::block_on(instance().enumerate_adapters(backends));
     let rank = |a: &wgpu::Adapter| {
         let info = a.get_info();
@@ -171,12 +178,16 @@ pub fn open(ordinal: usize) -> Result<usize> {
     if let Some(&(_, id)) = opened.iter().find(|(o, _)| *o == ordinal) {
         return Ok(id);
     }
-    let list = adapters();
+    let id = with_adapters(|list| open_adapter(list, ordinal))?;
+    opened.push((ordinal, id));
+    Ok(id)
+}
+
+fn open_adapter(list: &[wgpu::Adapter], ordinal: usize) -> Result<usize> {
     let Some(adapter) = list.get(ordinal) else {
         return Err(no_adapter(&format!("gpu:{ordinal}"), list.len()));
     };
     let info = adapter.get_info();
-    let _turn = gl_turn(info.backend);
     let features = adapter.features() & wanted_features();
     let desc = wgpu::DeviceDescriptor {
         label: Some("shadergrad"),
@@ -191,9 +202,7 @@ pub fn open(ordinal: usize) -> Result<usize> {
             describe_info(&info)
         ))
     })?;
-    let id = register(device, queue, info);
-    opened.push((ordinal, id));
-    Ok(id)
+    Ok(register(device, queue, info))
 }
 
 /// The error for "no usable adapter", saying what was tried.
@@ -826,7 +835,14 @@ pub fn devices_report() -> String {
         "cpu: {} threads (rayon), f32, GEMM via the gemm crate\n",
         rayon::current_num_threads()
     );
-    let list = adapters();
+    with_adapters(|list| {
+        s += &adapters_report(list);
+    });
+    s
+}
+
+fn adapters_report(list: &[wgpu::Adapter]) -> String {
+    let mut s = String::new();
     if list.is_empty() {
         s += &format!(
             "no GPU adapters (WGPU_BACKEND={}); `auto` uses the cpu backend\n",
