@@ -292,6 +292,13 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
             })
             .collect::<Vec<_>>();
         let started = profile::enabled().then(std::time::Instant::now);
+        // A cpu step reading a value this realize computed on a GPU needs
+        // the recorded work submitted first.
+        if *t.device() == Device::Cpu && inputs.iter().any(Value::is_on_gpu) {
+            if let Some((_, rec)) = gpu.take() {
+                rec.submit()?;
+            }
+        }
         let v = match t.device() {
             Device::Cpu => match step {
                 Step::Fused { program, .. } => {

@@ -383,3 +383,24 @@ fn unknown_devices_are_errors() {
     assert!(err.to_string().contains("auto, gpu, gpu:N"), "{err}");
     assert_eq!(Device::parse("cpu").expect("cpu"), Device::Cpu);
 }
+
+#[test]
+fn mixed_device_graphs_run_in_order() -> Result<()> {
+    let Some(gpu) = gpu_device() else {
+        return Ok(());
+    };
+    // A lazy GPU node feeding a cpu node (and back) in one realize.
+    let on_gpu = shadergrad::with_device(gpu.clone(), || rt(&[33], 1).exp());
+    let on_cpu = shadergrad::with_device(Device::Cpu, || rt(&[33], 2));
+    let mixed = on_cpu.add(&on_gpu)?;
+    assert_eq!(*mixed.device(), Device::Cpu);
+    let back = on_gpu.mul(&mixed)?;
+    assert!(back.device().is_gpu());
+    let (a, b) = (data(33, 1), data(33, 2));
+    let want_mixed: Vec<f32> = (0..33).map(|i| b[i] + a[i].exp()).collect();
+    let want_back: Vec<f32> = (0..33).map(|i| a[i].exp() * want_mixed[i]).collect();
+    Tensor::realize_all(&[mixed.clone(), back.clone()])?;
+    common::assert_close(&mixed.to_vec()?, &want_mixed, 1e-5, 1e-5);
+    common::assert_close(&back.to_vec()?, &want_back, 1e-5, 1e-5);
+    Ok(())
+}
