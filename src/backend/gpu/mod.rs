@@ -394,7 +394,8 @@ impl Context {
                 self.info.name
             )));
         }
-        {
+        // An empty tensor still gets a (minimum-size) buffer to bind.
+        if !bytes.is_empty() {
             let mut view = buffer
                 .get_mapped_range_mut(..bytes.len() as u64)
                 .map_err(|e| Error::Device(format!("upload: mapping failed: {e}")))?;
