@@ -300,19 +300,6 @@ pub struct Program {
     pub instrs: Vec<Instr>,
 }
 
-fn unary_fn(op: UnaryOp) -> fn(f32) -> f32 {
-    match op {
-        UnaryOp::Neg => |v| -v,
-        UnaryOp::Exp => f32::exp,
-        UnaryOp::Log => f32::ln,
-        UnaryOp::Sqrt => f32::sqrt,
-        UnaryOp::Recip => f32::recip,
-        UnaryOp::Sin => f32::sin,
-        UnaryOp::Tanh => f32::tanh,
-        UnaryOp::Erf => erf,
-    }
-}
-
 /// Run `program` over `leaves` (f32 values of the output's shape, any layout).
 pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value {
     const BLOCK: usize = 512;
@@ -332,12 +319,24 @@ pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value 
     let slots_len = program.leaves + program.instrs.len();
     let out = build(n, |start, chunk| {
         let mut slots = vec![[0.0f32; BLOCK]; slots_len];
+        // What each broadcast (stride-0) leaf slot holds: (offset, length).
+        // Constants and per-channel values repeat across many runs; refilling
+        // their slots each time cost more than the arithmetic.
+        let mut splat: Vec<Option<(usize, usize)>> = vec![None; readers.len()];
         let mut done = 0;
         while done < chunk.len() {
             let at = start + done;
             let len = run_len(shape, all_dense, at, start + chunk.len()).min(BLOCK);
             for (k, r) in readers.iter().enumerate() {
                 let (base, stride) = r.span(at);
+                if stride == 0 {
+                    if matches!(splat[k], Some((b, l)) if b == base && l >= len) {
+                        continue;
+                    }
+                    splat[k] = Some((base, BLOCK));
+                    load(r.data, base, 0, BLOCK, &mut slots[k]);
+                    continue;
+                }
                 load(r.data, base, stride, len, &mut slots[k]);
             }
             for (i, ins) in program.instrs.iter().enumerate() {
@@ -346,8 +345,25 @@ pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value 
                 let arg = |j: usize| &inputs[ins.args[j]][..len];
                 match &ins.op {
                     crate::op::Op::Unary(u) => {
-                        let f = unary_fn(*u);
-                        dst.iter_mut().zip(arg(0)).for_each(|(d, &a)| *d = f(a));
+                        // One loop per op, so each body inlines (and the
+                        // cheap ones vectorise) instead of calling through a
+                        // function pointer per element.
+                        let a = arg(0);
+                        macro_rules! map {
+                            ($f:expr) => {
+                                dst.iter_mut().zip(a).for_each(|(d, &v)| *d = $f(v))
+                            };
+                        }
+                        match u {
+                            UnaryOp::Neg => map!(|v: f32| -v),
+                            UnaryOp::Exp => map!(f32::exp),
+                            UnaryOp::Log => map!(f32::ln),
+                            UnaryOp::Sqrt => map!(f32::sqrt),
+                            UnaryOp::Recip => map!(|v: f32| 1.0 / v),
+                            UnaryOp::Sin => map!(f32::sin),
+                            UnaryOp::Tanh => map!(f32::tanh),
+                            UnaryOp::Erf => map!(erf),
+                        }
                     }
                     crate::op::Op::Binary(b) => {
                         let (p, q) = (arg(0), arg(1));
@@ -373,8 +389,11 @@ pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value 
                     }
                     crate::op::Op::Where => {
                         let (c, x, y) = (arg(0), arg(1), arg(2));
+                        // A bit mask instead of a branch or cmov: this form
+                        // vectorises (ReLU and its gradient run through here).
                         for (((d, &c), &x), &y) in dst.iter_mut().zip(c).zip(x).zip(y) {
-                            *d = if c != 0.0 { x } else { y };
+                            let m = ((c != 0.0) as u32).wrapping_neg();
+                            *d = f32::from_bits((x.to_bits() & m) | (y.to_bits() & !m));
                         }
                     }
                     other => unreachable!("not an elementwise op: {other:?}"),
