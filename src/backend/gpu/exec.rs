@@ -115,13 +115,13 @@ fn dtype_of(v: &Value) -> DType {
 /// A new output and a 1-D dispatch over its elements of `entry` in fill.wgsl.
 fn fill(
     rec: &mut Recorder,
-    entry: &str,
+    entry: &'static str,
     shape: &[usize],
     dtype: DType,
     args: &[u32],
 ) -> Result<Value> {
     let n = numel(shape);
-    let out = rec.output(entry_name(entry), n, dtype)?;
+    let out = rec.output(entry, n, dtype)?;
     if n > 0 {
         let pipeline = rec.ctx.pipeline("fill.wgsl", shaders::FILL, entry, &[])?;
         let mut params = vec![n as u32];
@@ -129,13 +129,6 @@ fn fill(
         rec.dispatch(&pipeline, &params, &[Bind::Write(&out)], grid(n, WORKGROUP))?;
     }
     Ok(with_shape(out, shape))
-}
-
-fn entry_name(entry: &str) -> &'static str {
-    match entry {
-        "rand" => "rand",
-        _ => "arange",
-    }
 }
 
 /// One elementwise program (a single op or a fused chain) as one dispatch.
@@ -563,20 +556,11 @@ fn conv_taps(rec: &mut Recorder, mode: u32, params: &[u32]) -> Result<Value> {
         return Ok(v.clone());
     }
     let g = |i: usize| params[i] as i32;
-    let (k, nb, c, h, w, o, oh, ow, kh, kw) = (
-        g(2),
-        g(4),
-        g(5),
-        g(6),
-        g(7),
-        g(8),
-        g(9),
-        g(10),
-        g(11),
-        g(12),
-    );
-    let (sh, sw, ph, pw, dh, dw, groups) = (g(13), g(14), g(15), g(16), g(17), g(18), g(19));
-    let (cg, og, taps) = (c / groups, o / groups, kh * kw);
+    // The geometry words of gemm.wgsl's params (see its header).
+    let (k, c, h, w, o) = (g(2), g(5), g(6), g(7), g(8));
+    let (oh, ow, kh, kw) = (g(9), g(10), g(11), g(12));
+    let (sh, sw, ph, pw, dh, dw) = (g(13), g(14), g(15), g(16), g(17), g(18));
+    let (cg, taps) = (c / g(19), kh * kw);
     let mut table: Vec<i32> = Vec::with_capacity(4 * k as usize);
     for k in 0..k {
         let entry = match mode {
@@ -604,7 +588,6 @@ fn conv_taps(rec: &mut Recorder, mode: u32, params: &[u32]) -> Result<Value> {
         };
         table.extend_from_slice(&entry);
     }
-    let _ = (nb, og);
     let host = Value::i32(table, &[4 * k as usize]);
     let v = rec.on_device(&host)?;
     super::lock(&rec.ctx.conv_tables).insert(key, v.clone());
