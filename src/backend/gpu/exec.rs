@@ -28,7 +28,7 @@ pub fn exec(
                 "a buffer node has no value (internal)",
             ))
         }
-        Op::Full(v) => rec.on_device(&Value::constant(*v, dtype, shape))?,
+        Op::Full(v) => rec.constant(*v, dtype, shape)?,
         Op::Rand { seed } => {
             let k1 = hash32(*seed as u32);
             let k2 = hash32((seed >> 32) as u32 ^ 0x9e37_79b9);

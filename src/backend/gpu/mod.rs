@@ -15,8 +15,6 @@ pub mod shaders;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use wgpu::util::DeviceExt;
-
 use crate::backend::{Storage, Value};
 use crate::{DType, Error, Result};
 
@@ -26,6 +24,8 @@ pub use exec::exec;
 pub(crate) const META_WORDS: usize = 128;
 /// Storage buffers a kernel may bind: WebGPU's default per-stage limit.
 pub const MAX_STORAGE_BUFFERS: usize = 8;
+/// Parameter blocks per uniform buffer of a recording.
+const UNIFORM_SLOTS: u64 = 128;
 /// Workgroups per dispatch dimension (WebGPU's default limit).
 pub(crate) const MAX_GROUPS: u32 = 65_535;
 
@@ -44,6 +44,9 @@ pub struct Context {
     pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     /// Convolution offset tables by mode and geometry (see gemm.wgsl).
     pub(crate) conv_tables: Mutex<HashMap<Vec<u32>, Value>>,
+    /// One-element buffers of constants by (bits, type): `full` nodes are
+    /// in every step's graph and would otherwise upload each time.
+    constants: Mutex<HashMap<(u32, DType), Value>>,
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
     /// Errors wgpu reported outside any error scope (it would panic otherwise).
@@ -239,6 +242,7 @@ pub fn register(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInf
         modules: Mutex::new(HashMap::new()),
         pool: Mutex::new(HashMap::new()),
         conv_tables: Mutex::new(HashMap::new()),
+        constants: Mutex::new(HashMap::new()),
         lost,
         uncaptured,
     };
@@ -578,6 +582,10 @@ pub struct Recorder {
     /// an entry nobody else holds is free for later dispatches of this encoder.
     held: Vec<Arc<Storage>>,
     dispatches: usize,
+    /// Parameter buffers of this recording (see `uniform_slot`).
+    uniforms: Vec<wgpu::Buffer>,
+    uniform_used: u64,
+    uniform_mapped: bool,
     error_scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
     /// A word kernels set when they meet an out-of-range index.
     pub(crate) index_flag: Option<Value>,
@@ -610,6 +618,9 @@ impl Recorder {
             encoder: Some(encoder),
             held: Vec::new(),
             dispatches: 0,
+            uniforms: Vec::new(),
+            uniform_used: 0,
+            uniform_mapped: false,
             error_scopes: Some((oom, validation)),
             index_flag: None,
             _turn: turn,
@@ -645,6 +656,30 @@ impl Recorder {
         })
     }
 
+    /// A constant of `shape` on the device: a cached element seen through
+    /// stride 0.
+    pub(crate) fn constant(&mut self, v: f32, dtype: DType, shape: &[usize]) -> Result<Value> {
+        /// Distinct constants kept (a decaying learning rate makes new ones each step).
+        const MAX_CONSTANTS: usize = 4096;
+        let key = (v.to_bits(), dtype);
+        let cached = lock(&self.ctx.constants).get(&key).cloned();
+        let one = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.on_device(&Value::constant(v, dtype, &[1]))?;
+                let mut table = lock(&self.ctx.constants);
+                if table.len() >= MAX_CONSTANTS {
+                    table.clear();
+                }
+                table.insert(key, c.clone());
+                c
+            }
+        };
+        let mut view = Value::constant(v, dtype, shape);
+        view.storage = one.storage;
+        Ok(view)
+    }
+
     /// This value on the device: uploaded when it lives on the host.
     pub fn on_device(&mut self, v: &Value) -> Result<Value> {
         if let Storage::Gpu(b) = v.storage.as_ref() {
@@ -664,6 +699,47 @@ impl Recorder {
             storage: Arc::new(Storage::Gpu(up)),
             layout: v.layout.clone(),
         })
+    }
+
+    /// A slot for one dispatch's parameters: (index into `uniforms`, offset).
+    /// Slots come from buffers mapped at creation and written in place, so
+    /// a dispatch costs no buffer of its own; `unmap_uniforms` runs before
+    /// the submit.
+    fn uniform_slot(&mut self, words: &[u32; META_WORDS]) -> Result<(usize, u64)> {
+        let slot =
+            (4 * META_WORDS as u64).max(self.ctx.limits.min_uniform_buffer_offset_alignment as u64);
+        let size = slot * UNIFORM_SLOTS;
+        if self.uniforms.is_empty() || self.uniform_used + slot > size {
+            self.unmap_uniforms();
+            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size,
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: true,
+            });
+            self.uniforms.push(buffer);
+            self.uniform_used = 0;
+            self.uniform_mapped = true;
+        }
+        let index = self.uniforms.len() - 1;
+        let offset = self.uniform_used;
+        {
+            let mut view = self.uniforms[index]
+                .get_mapped_range_mut(offset..offset + 4 * META_WORDS as u64)
+                .map_err(|e| Error::Device(format!("dispatch: mapping parameters failed: {e}")))?;
+            view.slice(..).copy_from_slice(bytemuck::cast_slice(words));
+        }
+        self.uniform_used += slot;
+        Ok((index, offset))
+    }
+
+    fn unmap_uniforms(&mut self) {
+        if self.uniform_mapped {
+            if let Some(b) = self.uniforms.last() {
+                b.unmap();
+            }
+            self.uniform_mapped = false;
+        }
     }
 
     /// Record one dispatch of `pipeline` with a uniform block `meta` at
@@ -686,18 +762,15 @@ impl Recorder {
             ));
         }
         words[..meta.len()].copy_from_slice(meta);
-        let uniform = self
-            .ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("meta"),
-                contents: bytemuck::cast_slice(&words),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let (uniform, offset) = self.uniform_slot(&words)?;
         let layout = pipeline.get_bind_group_layout(0);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.uniforms[uniform],
+                offset,
+                size: std::num::NonZeroU64::new(4 * META_WORDS as u64),
+            }),
         }];
         for (i, b) in binds.iter().enumerate() {
             let (Bind::Read(v) | Bind::Write(v)) = b else {
@@ -751,6 +824,7 @@ impl Recorder {
 
     /// Submit everything recorded; report errors the device raised meanwhile.
     pub fn submit(mut self) -> Result<()> {
+        self.unmap_uniforms();
         let encoder = self.encoder.take().expect("present until submit");
         self.ctx.queue.submit([encoder.finish()]);
         DISPATCHES.with(|d| d.set(self.dispatches));
@@ -795,6 +869,7 @@ impl Drop for Recorder {
         // An abandoned recording (an error midway) still submits what it
         // has, so buffers return to the pool in a consistent order.
         if let Some(encoder) = self.encoder.take() {
+            self.unmap_uniforms();
             self.ctx.queue.submit([encoder.finish()]);
         }
         // Scopes pop innermost first.
