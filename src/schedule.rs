@@ -83,10 +83,12 @@ pub struct RealizeStats {
     pub fused: usize,
     /// Elementwise nodes computed inside fused passes instead of on their own.
     pub inlined: usize,
+    /// Elements written by the fused passes, summed.
+    pub fused_elements: usize,
 }
 
 thread_local! {
-    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0 }) };
+    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0, fused_elements: 0 }) };
 }
 
 /// Statistics of the last `realize` on this thread (tests use it to show fusion).
@@ -274,6 +276,12 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
             .filter(|s| matches!(s, Step::Fused { .. }))
             .count(),
         inlined: inlined.len(),
+        fused_elements: order
+            .iter()
+            .zip(&steps)
+            .filter(|(_, s)| matches!(s, Step::Fused { .. }))
+            .map(|(t, _)| t.numel())
+            .sum(),
     };
     LAST_STATS.with(|s| s.set(stats));
     let mut values: HashMap<u64, Value> = HashMap::new();

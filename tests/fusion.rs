@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use shadergrad::schedule::last_realize_stats;
-use shadergrad::Result;
+use shadergrad::schedule::{last_realize_stats, RealizeStats};
+use shadergrad::{Conv2dOpts, Result};
 
 fn chain_is_one_kernel() -> Result<()> {
     let (a, b, c) = (rt(&[33, 7], 1), rt(&[33, 7], 2), rt(&[7], 3));
@@ -57,7 +57,43 @@ fn fused_loss_matches_f64_reference() -> Result<()> {
     Ok(())
 }
 
+/// `conv -> bias -> relu -> max_pool` pools first and adds the bias and
+/// applies relu to the pooled tensor: the same values, gradients within
+/// rounding, and elementwise work on a quarter of the elements.
+fn max_pool_runs_before_bias_and_relu() -> Result<()> {
+    let (x, w, b) = (rt(&[2, 3, 9, 9], 1), rt(&[4, 3, 3, 3], 2), rt(&[4], 3));
+    let (dy, opts) = (rt(&[2, 4, 3, 3], 4), Conv2dOpts::default());
+    // leaky_relu(0) is relu written so that the rewrite does not match it.
+    let layer = |relu: bool| -> Result<(Vec<f32>, RealizeStats, Vec<Vec<f32>>)> {
+        let (x, w, b) = (x.with_grad(), w.with_grad(), b.with_grad());
+        let h = x.conv2d(&w, Some(&b), opts)?;
+        let h = if relu { h.relu() } else { h.leaky_relu(0.0) };
+        let y = h.max_pool2d(2, 2, 0)?;
+        y.realize()?;
+        let stats = last_realize_stats();
+        let g = y.mul(&dy)?.sum_all().backward()?;
+        let grads = [&x, &w, &b].map(|t| g.get_or_zeros(t).to_vec());
+        Ok((
+            y.to_vec()?,
+            stats,
+            grads.into_iter().collect::<Result<_>>()?,
+        ))
+    };
+    let (y, stats, grads) = layer(true)?;
+    let (y_ref, stats_ref, grads_ref) = layer(false)?;
+    assert_eq!(y, y_ref, "max commutes with relu and +bias exactly");
+    assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
+    assert_eq!(stats.fused_elements, 2 * 4 * 3 * 3, "{stats:?}");
+    assert_eq!(stats_ref.fused_elements, 2 * 4 * 7 * 7, "{stats_ref:?}");
+    for (g, g_ref) in grads.iter().zip(&grads_ref) {
+        assert_close(g, g_ref, 1e-5, 1e-5);
+        assert!(g.iter().any(|&v| v != 0.0));
+    }
+    Ok(())
+}
+
 backend_tests!(
+    max_pool_runs_before_bias_and_relu,
     chain_is_one_kernel,
     values_held_by_handles_are_not_inlined,
     fused_loss_matches_f64_reference

@@ -297,12 +297,69 @@ impl Tensor {
             stride: (stride, stride),
             padding: (padding, padding),
         };
+        if kind == PoolKind::Max {
+            if let Some(pooled) = self.max_pool_first(|x| x.max_pool2d(kernel, stride, padding)) {
+                return pooled;
+            }
+        }
         Ok(Tensor::from_op(
             Op::Pool2d { kind, geom },
             vec![self.clone()],
             vec![s[0], s[1], oh, ow],
             DType::F32,
         ))
+    }
+
+    /// Max pooling commutes with ReLU and with adding a per-channel constant,
+    /// exactly, rounding included (both are monotone per element). So when
+    /// this tensor is `relu(v)` and/or `v + bias[c]` (a layer's bias and
+    /// activation), pool `v` and apply the rest to the pooled tensor: the
+    /// usual conv -> bias -> relu -> pool block then runs its elementwise
+    /// work, and their gradients, on a tensor the pool made several times
+    /// smaller. Returns None when nothing matches.
+    fn max_pool_first(&self, pool: impl Fn(&Tensor) -> Result<Tensor>) -> Option<Result<Tensor>> {
+        if self.is_realized() {
+            return None;
+        }
+        if let Some(v) = self.relu_input() {
+            return Some(pool(v).map(|p| p.relu()));
+        }
+        let [x, e] = self.inputs() else { return None };
+        if *self.op() != Op::Binary(crate::op::BinaryOp::Add) {
+            return None;
+        }
+        let channel_constant = |t: &Tensor| {
+            *t.op() == Op::Expand
+                && !t.is_realized()
+                && t.inputs()[0].shape() == [1, self.shape()[1], 1, 1]
+        };
+        let (x, e) = if channel_constant(e) {
+            (x, e)
+        } else if channel_constant(x) {
+            (e, x)
+        } else {
+            return None;
+        };
+        Some(pool(x).and_then(|p| p.add(&e.inputs()[0])))
+    }
+
+    /// `v` when this tensor is `relu(v)` as [`Tensor::relu`] builds it:
+    /// `where(0 < v, v, 0)`.
+    fn relu_input(&self) -> Option<&Tensor> {
+        let zero = |t: &Tensor| *t.op() == Op::Full(0.0) && !t.is_realized();
+        match (self.op(), self.inputs()) {
+            (Op::Where, [cond, v, z]) if zero(z) && !cond.is_realized() => {
+                match (cond.op(), cond.inputs()) {
+                    (Op::Binary(crate::op::BinaryOp::CmpLt), [c0, v2])
+                        if zero(c0) && v2.id() == v.id() =>
+                    {
+                        Some(v)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
 
     /// Max over `kernel`x`kernel` windows (padding counts as -inf).
