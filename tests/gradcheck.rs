@@ -148,6 +148,18 @@ fn conv2d() -> Result<()> {
     gradcheck(vec![rt(&[2, 3, 4, 4], 1), rt(&[5, 3, 1, 1], 2)], |v| {
         v[0].conv2d(&v[1], None, Conv2dOpts::default())
     });
+    // 9 small images: the cpu backend runs several images per GEMM
+    let grouped = [
+        Conv2dOpts::default(),
+        Conv2dOpts::default().stride(2).padding(1).groups(2),
+    ];
+    for (i, opts) in grouped.into_iter().enumerate() {
+        let (x, w) = (
+            rt(&[9, 2, 5, 5], 30 + i as u64),
+            rt(&[4, 2 / opts.groups, 3, 3], 40),
+        );
+        gradcheck(vec![x, w], move |v| v[0].conv2d(&v[1], None, opts));
+    }
     Ok(())
 }
 

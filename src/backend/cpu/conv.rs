@@ -82,37 +82,112 @@ impl Dims {
     }
 }
 
-/// Unfold channels `[c0, c0+cg)` of one image into `col[cg*kh*kw, oh*ow]`.
-fn im2col(x_img: &[f32], d: &Dims, c0: usize, col: &mut [f32]) {
-    let (sh, sw) = d.g.stride;
-    let (ph, pw) = d.g.padding;
-    let (dh, dw) = d.g.dilation;
+/// For each kernel column `kj`: the output columns `[lo, hi)` that read
+/// inside the image and the input column the first of them reads. The same
+/// for every channel, kernel row and output row, so computed once per call.
+fn column_spans(d: &Dims) -> Vec<(usize, usize, usize)> {
+    (0..d.kw)
+        .map(|kj| {
+            let (lo, hi) = d.valid_cols(kj);
+            let first = if lo < hi {
+                Dims::src(lo, kj, d.g.stride.1, d.g.padding.1, d.g.dilation.1) as usize
+            } else {
+                0
+            };
+            (lo, hi, first)
+        })
+        .collect()
+}
+
+/// The input row read by output row `oi` at kernel row `ki`, if inside the image.
+#[inline(always)]
+fn source_row(d: &Dims, oi: usize, ki: usize) -> Option<usize> {
+    let ih = Dims::src(oi, ki, d.g.stride.0, d.g.padding.0, d.g.dilation.0);
+    (ih >= 0 && ih < d.h as isize).then_some(ih as usize)
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small feature maps
+/// (4-30 floats here), as a few inline vector moves instead of a call into
+/// memmove per row. Overlapping fixed-size moves cover every length.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    let src = &src[..n];
+    fn mv<const K: usize>(dst: &mut [f32], src: &[f32], at: usize) {
+        let s: &[f32; K] = src[at..at + K].try_into().expect("in range");
+        dst[at..at + K].copy_from_slice(s);
+    }
+    match n {
+        0 => {}
+        1 => dst[0] = src[0],
+        2..=3 => {
+            mv::<2>(dst, src, 0);
+            mv::<2>(dst, src, n - 2);
+        }
+        4..=7 => {
+            mv::<4>(dst, src, 0);
+            mv::<4>(dst, src, n - 4);
+        }
+        8..=16 => {
+            mv::<8>(dst, src, 0);
+            mv::<8>(dst, src, n - 8);
+        }
+        17..=64 => {
+            let mut i = 0;
+            while i + 16 <= n {
+                mv::<16>(dst, src, i);
+                i += 16;
+            }
+            if i < n {
+                mv::<16>(dst, src, n - 16);
+            }
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// Unfold channels `[c0, c0+cg)` of one image into the `cg*kh*kw` rows of
+/// `col`, `oh*ow` columns each, rows `row_stride` apart.
+fn im2col(x_img: &[f32], d: &Dims, c0: usize, col: &mut [f32], row_stride: usize) {
+    let sw = d.g.stride.1;
+    if d.g.stride == (1, 1) && d.g.padding == (0, 0) {
+        // Every row reads inside the image: plain row copies.
+        for c in 0..d.cg() {
+            let plane = &x_img[(c0 + c) * d.h * d.w..(c0 + c + 1) * d.h * d.w];
+            for ki in 0..d.kh {
+                for kj in 0..d.kw {
+                    let row = ((c * d.kh + ki) * d.kw + kj) * row_stride;
+                    let src = &plane[ki * d.g.dilation.0 * d.w + kj * d.g.dilation.1..];
+                    let dst = &mut col[row..row + d.spatial()];
+                    for (oi, line) in dst.chunks_exact_mut(d.ow).enumerate() {
+                        copy_row(line, &src[oi * d.w..]);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let spans = column_spans(d);
     for c in 0..d.cg() {
         let plane = &x_img[(c0 + c) * d.h * d.w..(c0 + c + 1) * d.h * d.w];
         for ki in 0..d.kh {
-            for kj in 0..d.kw {
-                let row = ((c * d.kh + ki) * d.kw + kj) * d.spatial();
+            for (kj, &(lo, hi, first)) in spans.iter().enumerate() {
+                let row = ((c * d.kh + ki) * d.kw + kj) * row_stride;
                 let dst = &mut col[row..row + d.spatial()];
-                for oi in 0..d.oh {
-                    let ih = Dims::src(oi, ki, sh, ph, dh);
-                    let line = &mut dst[oi * d.ow..(oi + 1) * d.ow];
-                    if ih < 0 || ih >= d.h as isize {
+                for (oi, line) in dst.chunks_exact_mut(d.ow).enumerate() {
+                    let Some(ih) = source_row(d, oi, ki) else {
                         line.fill(0.0);
                         continue;
-                    }
-                    let src_row = &plane[ih as usize * d.w..(ih as usize + 1) * d.w];
+                    };
+                    let src_row = &plane[ih * d.w..(ih + 1) * d.w];
                     // Only [lo, hi) reads inside the row; with stride 1 it is one slice copy.
-                    let (lo, hi) = d.valid_cols(kj);
                     line[..lo].fill(0.0);
                     line[hi..].fill(0.0);
-                    if lo < hi {
-                        let first = Dims::src(lo, kj, sw, pw, dw) as usize;
-                        if sw == 1 {
-                            line[lo..hi].copy_from_slice(&src_row[first..first + (hi - lo)]);
-                        } else {
-                            for (k, v) in line[lo..hi].iter_mut().enumerate() {
-                                *v = src_row[first + k * sw];
-                            }
+                    if sw == 1 {
+                        copy_row(&mut line[lo..hi], &src_row[first..]);
+                    } else {
+                        for (k, v) in line[lo..hi].iter_mut().enumerate() {
+                            *v = src_row[first + k * sw];
                         }
                     }
                 }
@@ -122,34 +197,45 @@ fn im2col(x_img: &[f32], d: &Dims, c0: usize, col: &mut [f32]) {
 }
 
 /// Fold `col` back, adding into channels `[c0, c0+cg)` of one image (adjoint of im2col).
-fn col2im(col: &[f32], d: &Dims, c0: usize, x_img: &mut [f32]) {
-    let (sh, sw) = d.g.stride;
-    let (ph, pw) = d.g.padding;
-    let (dh, dw) = d.g.dilation;
+fn col2im(col: &[f32], d: &Dims, c0: usize, x_img: &mut [f32], row_stride: usize) {
+    let sw = d.g.stride.1;
+    if d.g.stride == (1, 1) && d.g.padding == (0, 0) {
+        for c in 0..d.cg() {
+            let plane = &mut x_img[(c0 + c) * d.h * d.w..(c0 + c + 1) * d.h * d.w];
+            for ki in 0..d.kh {
+                for kj in 0..d.kw {
+                    let row = ((c * d.kh + ki) * d.kw + kj) * row_stride;
+                    let at = ki * d.g.dilation.0 * d.w + kj * d.g.dilation.1;
+                    let src = &col[row..row + d.spatial()];
+                    for (oi, line) in src.chunks_exact(d.ow).enumerate() {
+                        let dst = &mut plane[at + oi * d.w..at + oi * d.w + d.ow];
+                        dst.iter_mut().zip(line).for_each(|(x, &v)| *x += v);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let spans = column_spans(d);
     for c in 0..d.cg() {
         let plane = &mut x_img[(c0 + c) * d.h * d.w..(c0 + c + 1) * d.h * d.w];
         for ki in 0..d.kh {
-            for kj in 0..d.kw {
-                let row = ((c * d.kh + ki) * d.kw + kj) * d.spatial();
+            for (kj, &(lo, hi, first)) in spans.iter().enumerate() {
+                let row = ((c * d.kh + ki) * d.kw + kj) * row_stride;
                 let src = &col[row..row + d.spatial()];
-                for oi in 0..d.oh {
-                    let ih = Dims::src(oi, ki, sh, ph, dh);
-                    if ih < 0 || ih >= d.h as isize {
+                for (oi, line) in src.chunks_exact(d.ow).enumerate() {
+                    let Some(ih) = source_row(d, oi, ki) else {
                         continue;
-                    }
-                    let dst_row = &mut plane[ih as usize * d.w..(ih as usize + 1) * d.w];
-                    let (lo, hi) = d.valid_cols(kj);
-                    if lo < hi {
-                        let first = Dims::src(lo, kj, sw, pw, dw) as usize;
-                        let line = &src[oi * d.ow + lo..oi * d.ow + hi];
-                        if sw == 1 {
-                            for (x, &v) in dst_row[first..first + line.len()].iter_mut().zip(line) {
-                                *x += v;
-                            }
-                        } else {
-                            for (k, &v) in line.iter().enumerate() {
-                                dst_row[first + k * sw] += v;
-                            }
+                    };
+                    let dst_row = &mut plane[ih * d.w..(ih + 1) * d.w];
+                    let line = &line[lo..hi];
+                    if sw == 1 {
+                        for (x, &v) in dst_row[first..first + line.len()].iter_mut().zip(line) {
+                            *x += v;
+                        }
+                    } else {
+                        for (k, &v) in line.iter().enumerate() {
+                            dst_row[first + k * sw] += v;
                         }
                     }
                 }
@@ -158,66 +244,179 @@ fn col2im(col: &[f32], d: &Dims, c0: usize, x_img: &mut [f32]) {
     }
 }
 
-/// The im2col matrix `[cg*kh*kw, oh*ow]` of group `gi` of one image: the
-/// image itself for pointwise convolutions, else unfolded into `col`.
-fn columns<'a>(x_img: &'a [f32], d: &Dims, gi: usize, col: &'a mut Vec<f32>) -> &'a [f32] {
-    if is_pointwise(d) {
-        return &x_img[gi * d.cg() * d.h * d.w..];
-    }
-    col.resize(d.col_rows() * d.spatial(), 0.0);
-    im2col(x_img, d, gi * d.cg(), col);
-    col
-}
-
 /// True when im2col would just copy the image (1x1, stride 1, no padding).
 fn is_pointwise(d: &Dims) -> bool {
     d.kh == 1 && d.kw == 1 && d.g.stride == (1, 1) && d.g.padding == (0, 0)
 }
 
+/// Images whose columns one GEMM covers. gemm packs the weights on every
+/// call, so a call over one small feature map (conv3's 4x4 of seed-cnn)
+/// spends more time packing than multiplying; a group of images gives each
+/// call at least `MIN_COLUMNS` columns. At most the images one thread gets.
+fn group_len(d: &Dims) -> usize {
+    const MIN_COLUMNS: usize = 512;
+    if is_pointwise(d) {
+        // The image itself is the column matrix: no copy, one image per call.
+        return 1;
+    }
+    let per_thread = d.n.div_ceil(rayon::current_num_threads()).max(1);
+    MIN_COLUMNS
+        .div_ceil(d.spatial().max(1))
+        .clamp(1, per_thread)
+}
+
+/// Scratch matrices of one worker: columns and a gathered/scattered output.
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+/// A group of consecutive images and one channel group of the convolution.
+struct Part<'a> {
+    d: &'a Dims,
+    first: usize,
+    images: usize,
+    group: usize,
+}
+
+impl Part<'_> {
+    fn columns(&self) -> usize {
+        self.images * self.d.spatial()
+    }
+
+    /// The im2col matrix `[cg*kh*kw, images*oh*ow]` of this part, as
+    /// (pointer, row stride): the image itself for a pointwise convolution,
+    /// else unfolded into `col`, image by image.
+    fn unfold(&self, x: &[f32], col: &mut Vec<f32>) -> (*const f32, usize) {
+        let d = self.d;
+        let img_in = d.c * d.h * d.w;
+        if is_pointwise(d) {
+            let at = self.first * img_in + self.group * d.cg() * d.h * d.w;
+            return (x[at..].as_ptr(), d.spatial());
+        }
+        let cols = self.columns();
+        col.resize(d.col_rows() * cols, 0.0);
+        for i in 0..self.images {
+            let x_img = &x[(self.first + i) * img_in..(self.first + i + 1) * img_in];
+            im2col(
+                x_img,
+                d,
+                self.group * d.cg(),
+                &mut col[i * d.spatial()..],
+                cols,
+            );
+        }
+        (col.as_ptr(), cols)
+    }
+
+    /// This part's rows of `[n, o, oh, ow]` (dy) as one matrix `[og,
+    /// images*oh*ow]`: in place for one image, else gathered into `buf`.
+    fn gather_out(&self, dy: &[f32], buf: &mut Vec<f32>) -> (*const f32, usize) {
+        let (d, s) = (self.d, self.d.spatial());
+        let img_out = d.o * s;
+        let at = |i: usize, o: usize| (self.first + i) * img_out + (self.group * d.og() + o) * s;
+        if self.images == 1 {
+            return (dy[at(0, 0)..].as_ptr(), s);
+        }
+        let cols = self.columns();
+        buf.resize(d.og() * cols, 0.0);
+        for (o, row) in buf.chunks_exact_mut(cols).enumerate() {
+            for (i, dst) in row.chunks_exact_mut(s).enumerate() {
+                dst.copy_from_slice(&dy[at(i, o)..at(i, o) + s]);
+            }
+        }
+        (buf.as_ptr(), cols)
+    }
+
+    /// Write `[og, images*oh*ow]` back into this part's rows of y (`y_part`
+    /// holds this part's images).
+    fn scatter_out(&self, m: &[f32], y_part: &mut [f32]) {
+        let (d, s) = (self.d, self.d.spatial());
+        let cols = self.columns();
+        for (o, row) in m.chunks_exact(cols).enumerate() {
+            for (i, src) in row.chunks_exact(s).enumerate() {
+                let at = i * d.o * s + (self.group * d.og() + o) * s;
+                y_part[at..at + s].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// A zeroed output of `per_image` values per image, filled by `f(first
+/// image, this group's part of the output, scratch, threaded gemm)` for each
+/// group of `group_len` images: groups in parallel when there are enough of
+/// them (single-threaded GEMMs), else in turn with threaded GEMMs.
+fn for_groups(
+    d: &Dims,
+    per_image: usize,
+    f: impl Fn(usize, &mut [f32], &mut Scratch, bool) + Sync,
+) -> Vec<f32> {
+    let (len, n) = (group_len(d), d.n * per_image);
+    if d.parallel_images() {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+        }
+        super::zeroed_chunks(n, len * per_image, |k, part| {
+            SCRATCH.with(|ws| f(k * len, part, &mut ws.borrow_mut(), false))
+        })
+    } else {
+        let (mut out, mut ws) = (vec![0.0f32; n], Scratch::default());
+        for (k, part) in out.chunks_mut(len * per_image).enumerate() {
+            f(k * len, part, &mut ws, true);
+        }
+        out
+    }
+}
+
 pub fn conv2d(x: &Value, w: &Value, g: &ConvGeom, y_shape: &[usize]) -> Value {
     let d = Dims::new(&x.layout.shape, &w.layout.shape, y_shape, g);
     let (xd, wd) = (f32_data(x), f32_data(w));
-    let mut y = vec![0.0f32; crate::shape::numel(y_shape)];
     let (img_in, img_out) = (d.c * d.h * d.w, d.o * d.spatial());
-    if y.is_empty() || img_in == 0 {
-        return Value::f32(y, y_shape);
+    if img_out == 0 || d.n == 0 || img_in == 0 {
+        return Value::f32(vec![0.0; crate::shape::numel(y_shape)], y_shape);
     }
     let rows = d.col_rows();
-    let one_image = |ni: usize, y_img: &mut [f32], col: &mut Vec<f32>, threads: bool| {
-        let x_img = &xd[ni * img_in..(ni + 1) * img_in];
-        for gi in 0..g.groups {
-            let src = columns(x_img, &d, gi, col);
-            // y_g[og, s] = w_g[og, rows] @ col[rows, s]
+    let y = for_groups(&d, img_out, |first, y_part, ws, threads| {
+        let images = y_part.len() / img_out;
+        for group in 0..g.groups {
+            let part = Part {
+                d: &d,
+                first,
+                images,
+                group,
+            };
+            let (b, b_rs) = part.unfold(&xd, &mut ws.col);
+            let cols = part.columns();
+            // One image writes its rows of y in place; a group goes through `rows`.
+            let dst = if images == 1 {
+                y_part[group * d.og() * d.spatial()..].as_mut_ptr()
+            } else {
+                ws.rows.resize(d.og() * cols, 0.0);
+                ws.rows.as_mut_ptr()
+            };
+            // y_g[og, cols] = w_g[og, rows] @ col[rows, cols]
             unsafe {
                 gemm_strided(
                     d.og(),
-                    d.spatial(),
+                    cols,
                     rows,
-                    wd.as_ptr().add(gi * d.og() * rows),
+                    wd.as_ptr().add(group * d.og() * rows),
                     rows as isize,
                     1,
-                    src.as_ptr(),
-                    d.spatial() as isize,
+                    b,
+                    b_rs as isize,
                     1,
-                    y_img.as_mut_ptr().add(gi * d.og() * d.spatial()),
+                    dst,
                     false,
                     threads,
                 );
             }
+            if images > 1 {
+                part.scatter_out(&ws.rows, y_part);
+            }
         }
-    };
-    if d.parallel_images() {
-        y.par_chunks_mut(img_out)
-            .enumerate()
-            .for_each_init(Vec::new, |col, (ni, y_img)| {
-                one_image(ni, y_img, col, false)
-            });
-    } else {
-        let mut col = Vec::new();
-        for (ni, y_img) in y.chunks_mut(img_out).enumerate() {
-            one_image(ni, y_img, &mut col, true);
-        }
-    }
+    });
     Value::f32(y, y_shape)
 }
 
@@ -231,55 +430,49 @@ pub fn conv2d_backward_data(dy: &Value, w: &Value, g: &ConvGeom, x_shape: &[usiz
         return Value::f32(vec![0.0; n], x_shape);
     }
     let rows = d.col_rows();
-    let one_image = |ni: usize, dx_img: &mut [f32], col: &mut Vec<f32>, threads: bool| {
-        let dy_img = &dyd[ni * img_out..(ni + 1) * img_out];
-        for gi in 0..g.groups {
-            let pointwise = is_pointwise(&d);
-            let dst: *mut f32 = if pointwise {
-                // col is exactly this group's slice of dx.
-                unsafe { dx_img.as_mut_ptr().add(gi * d.cg() * d.h * d.w) }
-            } else {
-                col.clear();
-                col.resize(rows * d.spatial(), 0.0);
-                col.as_mut_ptr()
+    let dx = for_groups(&d, img_in, |first, dx_part, ws, threads| {
+        let images = dx_part.len() / img_in;
+        for group in 0..g.groups {
+            let part = Part {
+                d: &d,
+                first,
+                images,
+                group,
             };
-            // col[rows, s] = w_g^T[rows, og] @ dy_g[og, s]
+            let (b, b_rs) = part.gather_out(&dyd, &mut ws.rows);
+            let cols = part.columns();
+            let pointwise = is_pointwise(&d);
+            let dst = if pointwise {
+                // col is exactly this group's slice of dx (one image).
+                dx_part[group * d.cg() * d.h * d.w..].as_mut_ptr()
+            } else {
+                ws.col.resize(rows * cols, 0.0);
+                ws.col.as_mut_ptr()
+            };
+            // col[rows, cols] = w_g^T[rows, og] @ dy_g[og, cols]
             unsafe {
                 gemm_strided(
                     rows,
-                    d.spatial(),
+                    cols,
                     d.og(),
-                    wd.as_ptr().add(gi * d.og() * rows),
+                    wd.as_ptr().add(group * d.og() * rows),
                     1,
                     rows as isize,
-                    dy_img.as_ptr().add(gi * d.og() * d.spatial()),
-                    d.spatial() as isize,
+                    b,
+                    b_rs as isize,
                     1,
                     dst,
-                    pointwise,
+                    false,
                     threads,
                 );
             }
             if !pointwise {
-                col2im(col, &d, gi * d.cg(), dx_img);
+                for (i, dx_img) in dx_part.chunks_exact_mut(img_in).enumerate() {
+                    col2im(&ws.col[i * d.spatial()..], &d, group * d.cg(), dx_img, cols);
+                }
             }
         }
-    };
-    let dx = if d.parallel_images() {
-        thread_local! {
-            static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        super::zeroed_chunks(n, img_in, |ni, dx_img| {
-            COL.with(|col| one_image(ni, dx_img, &mut col.borrow_mut(), false))
-        })
-    } else {
-        let mut dx = vec![0.0f32; n];
-        let mut col = Vec::new();
-        for (ni, dx_img) in dx.chunks_mut(img_in).enumerate() {
-            one_image(ni, dx_img, &mut col, true);
-        }
-        dx
-    };
+    });
     Value::f32(dx, x_shape)
 }
 
@@ -288,47 +481,52 @@ pub fn conv2d_backward_filter(x: &Value, dy: &Value, g: &ConvGeom, w_shape: &[us
     let d = Dims::new(&x.layout.shape, w_shape, &dy.layout.shape, g);
     let (xd, dyd) = (f32_data(x), f32_data(dy));
     let wlen = crate::shape::numel(w_shape);
-    let (img_in, img_out) = (d.c * d.h * d.w, d.o * d.spatial());
+    let img_out = d.o * d.spatial();
     if wlen == 0 || img_out == 0 || d.n == 0 {
         return Value::f32(vec![0.0; wlen], w_shape);
     }
     let rows = d.col_rows();
-    let one_image = |ni: usize, dw: &mut [f32], col: &mut Vec<f32>, threads: bool| {
-        let x_img = &xd[ni * img_in..(ni + 1) * img_in];
-        let dy_img = &dyd[ni * img_out..(ni + 1) * img_out];
-        for gi in 0..g.groups {
-            let src = columns(x_img, &d, gi, col);
-            // dw_g[og, rows] += dy_g[og, s] @ col^T[s, rows]
-            unsafe {
-                gemm_strided(
-                    d.og(),
-                    rows,
-                    d.spatial(),
-                    dy_img.as_ptr().add(gi * d.og() * d.spatial()),
-                    d.spatial() as isize,
-                    1,
-                    src.as_ptr(),
-                    1,
-                    d.spatial() as isize,
-                    dw.as_mut_ptr().add(gi * d.og() * rows),
-                    true,
-                    threads,
-                );
+    let len = group_len(&d);
+    // dw over images [start, end), in groups of `len`.
+    let images = |start: usize, end: usize, threads: bool| {
+        let (mut dw, mut ws) = (vec![0.0f32; wlen], Scratch::default());
+        for first in (start..end).step_by(len) {
+            for group in 0..g.groups {
+                let images = len.min(end - first);
+                let part = Part {
+                    d: &d,
+                    first,
+                    images,
+                    group,
+                };
+                let (a, a_rs) = part.gather_out(&dyd, &mut ws.rows);
+                let (b, b_rs) = part.unfold(&xd, &mut ws.col);
+                // dw_g[og, rows] += dy_g[og, cols] @ col^T[cols, rows]
+                unsafe {
+                    gemm_strided(
+                        d.og(),
+                        rows,
+                        part.columns(),
+                        a,
+                        a_rs as isize,
+                        1,
+                        b,
+                        1,
+                        b_rs as isize,
+                        dw.as_mut_ptr().add(group * d.og() * rows),
+                        true,
+                        threads,
+                    );
+                }
             }
         }
+        dw
     };
     let dw = if d.parallel_images() {
         let chunk = d.n.div_ceil(rayon::current_num_threads());
-        (0..d.n)
+        (0..d.n.div_ceil(chunk))
             .into_par_iter()
-            .chunks(chunk)
-            .map(|images| {
-                let (mut dw, mut col) = (vec![0.0f32; wlen], Vec::new());
-                for ni in images {
-                    one_image(ni, &mut dw, &mut col, false);
-                }
-                dw
-            })
+            .map(|k| images(k * chunk, ((k + 1) * chunk).min(d.n), false))
             .collect::<Vec<_>>()
             .into_iter()
             // Summed in chunk order, so results do not depend on thread scheduling.
@@ -338,11 +536,7 @@ pub fn conv2d_backward_filter(x: &Value, dy: &Value, g: &ConvGeom, w_shape: &[us
             })
             .unwrap_or_else(|| vec![0.0; wlen])
     } else {
-        let (mut dw, mut col) = (vec![0.0f32; wlen], Vec::new());
-        for ni in 0..d.n {
-            one_image(ni, &mut dw, &mut col, true);
-        }
-        dw
+        images(0, d.n, true)
     };
     Value::f32(dw, w_shape)
 }
