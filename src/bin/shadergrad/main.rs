@@ -31,7 +31,7 @@ enum Command {
     Eval(EvalArgs),
     /// Benchmark kernels (GFLOP/s).
     Bench {
-        /// Which kernels: all, matmul or conv.
+        /// Which kernels: all, matmul, conv, or one convolution: conv1, conv2, conv3.
         #[arg(default_value = "all")]
         which: String,
         /// Milliseconds to spend per kernel.
@@ -277,10 +277,10 @@ fn eval_on(a: EvalArgs, device: &Device) -> Result<()> {
 }
 
 fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Result<()> {
-    if !["all", "matmul", "conv"].contains(&which) {
+    if !["all", "matmul", "conv", "conv1", "conv2", "conv3"].contains(&which) {
         return Err(Error::param(
             "bench",
-            format!("unknown kernel set {which:?}; use all, matmul or conv"),
+            format!("unknown kernel set {which:?}; use all, matmul, conv or conv1/conv2/conv3"),
         ));
     }
     let device = choose_device(device)?;
@@ -299,12 +299,13 @@ fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Res
                 vec![1024, 2048, 4096]
             };
             let mut r = Vec::new();
-            if which != "conv" {
+            if which == "all" || which == "matmul" {
                 r.extend(shadergrad::bench::gpu_matmul(&device, budget, &sizes)?);
             }
             if which != "matmul" {
                 r.extend(shadergrad::bench::gpu_convs(&device, budget)?);
             }
+            r.retain(|b| which == "all" || b.name.starts_with(which));
             r
         }
     };
