@@ -92,7 +92,44 @@ fn max_pool_runs_before_bias_and_relu() -> Result<()> {
     Ok(())
 }
 
+/// One fused pass over leaves read every way at once: dense, a per-channel
+/// broadcast, a permuted view, a sliced view (with an offset), a scalar;
+/// 21,645 elements, so reads cross rows, blocks and thread chunks.
+fn mixed_layouts_in_one_pass() -> Result<()> {
+    let shape = [5, 37, 13, 9];
+    let n: usize = shape.iter().product();
+    let dense = rt(&shape, 1);
+    let channel = rt(&[1, 37, 1, 1], 2);
+    let permuted = rt(&[9, 13, 37, 5], 3).permute(&[3, 2, 1, 0])?;
+    let sliced = rt(&[5, 40, 13, 9], 4).slice(1, 2, 39)?;
+    let y = dense
+        .mul(&channel)?
+        .add(&permuted)?
+        .mul(&sliced.relu())?
+        .add_scalar(0.5)
+        .exp();
+    let got = y.to_vec()?;
+    assert_eq!(last_realize_stats().fused, 1);
+    let (d, c, p, q) = (
+        dense.to_vec()?,
+        channel.to_vec()?,
+        rt(&[9, 13, 37, 5], 3).to_vec()?,
+        rt(&[5, 40, 13, 9], 4).to_vec()?,
+    );
+    let want: Vec<f32> = (0..n)
+        .map(|i| {
+            let (w, h, ch, b) = (i % 9, i / 9 % 13, i / (9 * 13) % 37, i / (9 * 13 * 37));
+            let perm = p[((w * 13 + h) * 37 + ch) * 5 + b] as f64;
+            let sl = q[((b * 40 + ch + 2) * 13 + h) * 9 + w].max(0.0) as f64;
+            ((d[i] as f64 * c[ch] as f64 + perm) * sl + 0.5).exp() as f32
+        })
+        .collect();
+    assert_close(&got, &want, 1e-5, 1e-5);
+    Ok(())
+}
+
 backend_tests!(
+    mixed_layouts_in_one_pass,
     max_pool_runs_before_bias_and_relu,
     chain_is_one_kernel,
     values_held_by_handles_are_not_inlined,

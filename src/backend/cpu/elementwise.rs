@@ -41,43 +41,6 @@ fn fill<T: Send + Copy>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     })
 }
 
-/// How an operand is read along the output's rows (the last axis): each row
-/// starts at a base offset and steps by a stride (0 for a broadcast axis).
-/// A dense operand read in order is one long row, so the hot loops see
-/// plain slices.
-struct Reader<'a, T> {
-    data: &'a [T],
-    layout: Layout,
-}
-
-impl<'a, T: Copy> Reader<'a, T> {
-    fn new(data: &'a [T], layout: &Layout) -> Self {
-        Reader {
-            data,
-            layout: layout.clone(),
-        }
-    }
-
-    /// Buffer offset of output element `start` and the stride of its row;
-    /// callers keep each run within one row (see `run_len`).
-    #[inline]
-    fn span(&self, start: usize) -> (usize, usize) {
-        let l = &self.layout;
-        if l.is_contiguous() {
-            return (l.offset + start, 1);
-        }
-        let rank = l.shape.len();
-        let mut rem = start;
-        let mut off = l.offset;
-        for d in (0..rank).rev() {
-            let i = rem % l.shape[d];
-            rem /= l.shape[d];
-            off += i * l.strides[d];
-        }
-        (off, l.strides[rank - 1])
-    }
-}
-
 /// Merge adjacent axes wherever every operand's layout allows it (axis d
 /// folds into d+1 when `stride[d] == stride[d+1] * shape[d+1]`, broadcast
 /// zeros included), so rows get as long as possible: a per-channel bias
@@ -118,16 +81,49 @@ pub(crate) fn collapse(shape: &[usize], layouts: &[&Layout]) -> (Vec<usize>, Vec
     (out_shape, collapsed)
 }
 
-/// The length of the run of output elements from `start` that stays within
-/// one row of `shape` (everything, when all operands are dense).
-#[inline]
-fn run_len(shape: &[usize], all_dense: bool, start: usize, end: usize) -> usize {
-    if all_dense || shape.is_empty() {
-        return end - start;
+/// Fill `buf[..len]` with an operand's values at output elements `at..at +
+/// len` (row-major over `l.shape`): one fill or strided copy per row of the
+/// (collapsed) shape, so a per-channel bias over short feature maps costs a
+/// few fills per block instead of a block of its own per row.
+fn gather<T: Copy>(l: &Layout, data: &[T], at: usize, len: usize, buf: &mut [T]) {
+    let rank = l.shape.len();
+    if rank == 0 {
+        buf[..len].fill(data[l.offset]);
+        return;
     }
-    let inner = shape[shape.len() - 1].max(1);
-    (inner - start % inner).min(end - start)
+    let mut idx = [0usize; MAX_GATHER_RANK];
+    let (mut rem, mut off) = (at, l.offset);
+    for d in (0..rank).rev() {
+        idx[d] = rem % l.shape[d];
+        rem /= l.shape[d];
+        off += idx[d] * l.strides[d];
+    }
+    let (inner, step) = (l.shape[rank - 1], l.strides[rank - 1]);
+    let mut filled = 0;
+    loop {
+        let run = (inner - idx[rank - 1]).min(len - filled);
+        load(data, off, step, run, &mut buf[filled..]);
+        filled += run;
+        if filled == len {
+            return;
+        }
+        // The row is done: step the outer axes like an odometer.
+        off -= idx[rank - 1] * step;
+        idx[rank - 1] = 0;
+        for d in (0..rank - 1).rev() {
+            idx[d] += 1;
+            off += l.strides[d];
+            if idx[d] < l.shape[d] {
+                break;
+            }
+            off -= l.shape[d] * l.strides[d];
+            idx[d] = 0;
+        }
+    }
 }
+
+/// Highest rank `gather` handles after `collapse` (which never raises it).
+const MAX_GATHER_RANK: usize = 16;
 
 /// Read `len` elements of an operand from `(base, stride)` into a small slice.
 #[inline(always)]
@@ -305,44 +301,54 @@ pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value 
     const BLOCK: usize = 512;
     let data: Vec<_> = leaves.iter().map(as_f32).collect();
     let n = crate::shape::numel(out_shape);
-    let (cshape, clayouts) = collapse(
+    let (_, layouts) = collapse(
         out_shape,
         &leaves.iter().map(|v| &v.layout).collect::<Vec<_>>(),
     );
-    let readers: Vec<Reader<'_, f32>> = data
+    if layouts.iter().any(|l| l.shape.len() > MAX_GATHER_RANK) {
+        // Unreachable for real tensors; keep the interpreter's loops simple.
+        let dense: Vec<Value> = leaves.iter().map(super::contiguous).collect();
+        return fused(program, &dense, out_shape);
+    }
+    // How each leaf is read: in place (dense), once per chunk (one value
+    // everywhere), or gathered block by block into its slot.
+    let dense: Vec<bool> = layouts.iter().map(Layout::is_contiguous).collect();
+    let constant: Vec<bool> = layouts
         .iter()
-        .zip(&clayouts)
-        .map(|(d, l)| Reader::new(d, l))
+        .map(|l| l.strides.iter().all(|&s| s == 0))
         .collect();
-    let shape = &cshape[..];
-    let all_dense = readers.iter().all(|r| r.layout.is_contiguous());
-    let slots_len = program.leaves + program.instrs.len();
     let out = build(n, |start, chunk| {
-        let mut slots = vec![[0.0f32; BLOCK]; slots_len];
-        // What each broadcast (stride-0) leaf slot holds: (offset, length).
-        // Constants and per-channel values repeat across many runs; refilling
-        // their slots each time cost more than the arithmetic.
-        let mut splat: Vec<Option<(usize, usize)>> = vec![None; readers.len()];
+        let mut leaf_slots = vec![[0.0f32; BLOCK]; program.leaves];
+        let mut slots = vec![[0.0f32; BLOCK]; program.instrs.len()];
+        for (k, l) in layouts.iter().enumerate() {
+            if constant[k] && !dense[k] {
+                leaf_slots[k].fill(data[k][l.offset]);
+            }
+        }
         let mut done = 0;
         while done < chunk.len() {
             let at = start + done;
-            let len = run_len(shape, all_dense, at, start + chunk.len()).min(BLOCK);
-            for (k, r) in readers.iter().enumerate() {
-                let (base, stride) = r.span(at);
-                if stride == 0 {
-                    if matches!(splat[k], Some((b, l)) if b == base && l >= len) {
-                        continue;
-                    }
-                    splat[k] = Some((base, BLOCK));
-                    load(r.data, base, 0, BLOCK, &mut slots[k]);
-                    continue;
+            let len = (chunk.len() - done).min(BLOCK);
+            for (k, l) in layouts.iter().enumerate() {
+                if !dense[k] && !constant[k] {
+                    gather(l, &data[k], at, len, &mut leaf_slots[k]);
                 }
-                load(r.data, base, stride, len, &mut slots[k]);
             }
+            let leaf = |k: usize| -> &[f32] {
+                if dense[k] {
+                    let from = layouts[k].offset + at;
+                    &data[k][from..from + len]
+                } else {
+                    &leaf_slots[k][..len]
+                }
+            };
             for (i, ins) in program.instrs.iter().enumerate() {
-                let (inputs, rest) = slots.split_at_mut(program.leaves + i);
+                let (earlier, rest) = slots.split_at_mut(i);
                 let dst = &mut rest[0][..len];
-                let arg = |j: usize| &inputs[ins.args[j]][..len];
+                let arg = |j: usize| match ins.args[j] {
+                    a if a < program.leaves => leaf(a),
+                    a => &earlier[a - program.leaves][..len],
+                };
                 match &ins.op {
                     crate::op::Op::Unary(u) => {
                         // One loop per op, so each body inlines (and the
@@ -399,7 +405,10 @@ pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value 
                     other => unreachable!("not an elementwise op: {other:?}"),
                 }
             }
-            let result = &slots[slots_len - 1][..len];
+            let result = match slots.last() {
+                Some(last) => &last[..len],
+                None => leaf(program.leaves - 1),
+            };
             for (o, &v) in chunk[done..done + len].iter_mut().zip(result) {
                 o.write(v);
             }
