@@ -4,9 +4,11 @@ TensorFlow CPU and PyTorch CPU, same data subset, batch, epochs and threads,
 measured one after another in one run; prints images/s and the ratios.
 
     cargo build --release
-    python3 benches/peers/compare_training.py [--limit-train 10000] [--epochs 2]
+    python3 benches/peers/compare_training.py [--limit-train 10000] [--epochs 2] [--rounds 3]
 
 Each peer reports its last epoch's training images/s (the first warms up).
+This machine is noisy (20-40% between runs of one framework), so `--rounds`
+repeats the three in rotating order and reports each ratio's median.
 """
 import argparse
 import json
@@ -24,6 +26,8 @@ ap.add_argument("--limit-train", type=int, default=10000)
 ap.add_argument("--limit-test", type=int, default=1000)
 ap.add_argument("--epochs", type=int, default=2)
 ap.add_argument("--threads", type=int, default=int(os.environ.get("SHADERGRAD_THREADS", os.cpu_count())))
+ap.add_argument("--rounds", type=int, default=1,
+                help="repeat all three this many times, rotating the order; prints median ratios")
 args = ap.parse_args()
 
 env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", RAYON_NUM_THREADS=str(args.threads),
@@ -60,15 +64,42 @@ def peer(script):
     return last_json(res.stdout)
 
 
-results = {"shadergrad": ours(), "keras": peer("train_keras.py"), "pytorch": peer("train_torch.py")}
+RUNNERS = {"shadergrad": ours, "keras": lambda: peer("train_keras.py"),
+           "pytorch": lambda: peer("train_torch.py")}
+PEERS = ("keras", "pytorch")
+
+
+def speed(r):
+    return r.get("images_per_sec")
+
+
 print(f"seed-cnn, {args.limit_train} images x {args.epochs} epochs, batch 32, {args.threads} threads")
 print(f"{'':<12} {'images/s':>9} {'test acc':>9}")
-for name, r in results.items():
-    if "error" in r:
-        print(f"{name:<12} unavailable: {r['error']}")
-    else:
-        print(f"{name:<12} {r['images_per_sec']:9.0f} {r['test_accuracy']:9.3f}")
-mine = results["shadergrad"]["images_per_sec"]
-for name in ("keras", "pytorch"):
-    if "images_per_sec" in results[name]:
-        print(f"shadergrad / {name}: {mine / results[name]['images_per_sec']:.2f}x")
+ratios = {name: [] for name in PEERS + ("faster peer",)}
+for k in range(args.rounds):
+    if args.rounds > 1:
+        print(f"round {k + 1}")
+    # Rotate who goes first, so a slow start of the machine is not always one framework's.
+    names = list(RUNNERS)[k % 3:] + list(RUNNERS)[:k % 3]
+    results = {name: RUNNERS[name]() for name in names}
+    for name in RUNNERS:
+        r = results[name]
+        if "error" in r:
+            print(f"{name:<12} unavailable: {r['error']}")
+        else:
+            print(f"{name:<12} {r['images_per_sec']:9.0f} {r['test_accuracy']:9.3f}")
+    mine = speed(results["shadergrad"])
+    peers = [speed(results[name]) for name in PEERS if speed(results[name])]
+    for name in PEERS:
+        if speed(results[name]):
+            ratios[name].append(mine / speed(results[name]))
+            print(f"shadergrad / {name}: {ratios[name][-1]:.2f}x")
+    if peers:
+        ratios["faster peer"].append(mine / max(peers))
+        print(f"shadergrad / faster peer: {ratios['faster peer'][-1]:.2f}x")
+if args.rounds > 1:
+    print(f"over {args.rounds} rounds (median, min-max):")
+    for name, rs in ratios.items():
+        if rs:
+            rs = sorted(rs)
+            print(f"shadergrad / {name}: {rs[len(rs) // 2]:.2f}x ({rs[0]:.2f}-{rs[-1]:.2f})")
