@@ -316,7 +316,9 @@ impl Tensor {
     /// activation), pool `v` and apply the rest to the pooled tensor: the
     /// usual conv -> bias -> relu -> pool block then runs its elementwise
     /// work, and their gradients, on a tensor the pool made several times
-    /// smaller. Returns None when nothing matches.
+    /// smaller. Returns None when nothing matches. (NaN is the exception:
+    /// a window holding a NaN gives 0 this way, not its largest other value;
+    /// either way training has already diverged.)
     fn max_pool_first(&self, pool: impl Fn(&Tensor) -> Result<Tensor>) -> Option<Result<Tensor>> {
         if self.is_realized() {
             return None;
