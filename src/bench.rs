@@ -57,9 +57,23 @@ pub const CNN_CONVS: [(&str, [usize; 4], [usize; 4]); 3] = [
 
 pub const MATMUL_SIZES: [usize; 3] = [256, 512, 1024];
 
+/// The CNN convolutions' geometry: stride 1, no padding (Keras' `valid`).
+const CNN_GEOM: ConvGeom = ConvGeom {
+    stride: (1, 1),
+    padding: (0, 0),
+    dilation: (1, 1),
+    groups: 1,
+};
+
+/// Output shape and FLOPs (per pass) of a `CNN_CONVS` case.
+fn conv_output(xs: [usize; 4], ws: [usize; 4]) -> ([usize; 4], f64) {
+    let ys = [xs[0], ws[0], xs[2] - ws[2] + 1, xs[3] - ws[3] + 1];
+    let flops = 2.0 * (ys.iter().product::<usize>() * xs[1] * ws[2] * ws[3]) as f64;
+    (ys, flops)
+}
+
 /// A convolution's three passes: (name, op, inputs, output shape).
 fn conv_passes(
-    geom: ConvGeom,
     x: Value,
     w: Value,
     dy: Value,
@@ -68,16 +82,16 @@ fn conv_passes(
     ys: [usize; 4],
 ) -> [(&'static str, Op, [Value; 2], [usize; 4]); 3] {
     [
-        ("forward", Op::Conv2d(geom), [x.clone(), w.clone()], ys),
+        ("forward", Op::Conv2d(CNN_GEOM), [x.clone(), w.clone()], ys),
         (
             "backward-data",
-            Op::Conv2dBackwardData(geom),
+            Op::Conv2dBackwardData(CNN_GEOM),
             [dy.clone(), w],
             xs,
         ),
         (
             "backward-filter",
-            Op::Conv2dBackwardFilter(geom),
+            Op::Conv2dBackwardFilter(CNN_GEOM),
             [x, dy],
             ws,
         ),
@@ -98,17 +112,10 @@ pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<
             seconds,
         });
     }
-    let geom = ConvGeom {
-        stride: (1, 1),
-        padding: (0, 0),
-        dilation: (1, 1),
-        groups: 1,
-    };
     for (name, xs, ws) in CNN_CONVS.into_iter().filter(|(name, ..)| keep(name)) {
-        let ys = [xs[0], ws[0], xs[2] - ws[2] + 1, xs[3] - ws[3] + 1];
-        let flops = 2.0 * (ys.iter().product::<usize>() * xs[1] * ws[2] * ws[3]) as f64;
+        let (ys, flops) = conv_output(xs, ws);
         let (x, w, dy) = (filled(&xs, 3), filled(&ws, 4), filled(&ys, 5));
-        for (pass, op, inputs, shape) in conv_passes(geom, x, w, dy, xs, ws, ys) {
+        for (pass, op, inputs, shape) in conv_passes(x, w, dy, xs, ws, ys) {
             let seconds = time_median(budget, || {
                 cpu::exec(&op, &inputs, &shape, DType::F32).map(drop)
             })?;
@@ -194,28 +201,25 @@ pub fn gpu_matmul(
 }
 
 /// The reference CNN's convolutions (forward and both backward passes) on a GPU device.
-pub fn gpu_convs(device: &crate::Device, budget: Duration) -> Result<Vec<BenchResult>> {
+pub fn gpu_convs(
+    device: &crate::Device,
+    budget: Duration,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<BenchResult>> {
     use crate::backend::gpu;
     let crate::Device::Gpu(id) = device else {
         return Err(crate::Error::param("bench", "gpu_convs needs a gpu device"));
     };
     let ctx = gpu::context(*id)?;
-    let geom = ConvGeom {
-        stride: (1, 1),
-        padding: (0, 0),
-        dilation: (1, 1),
-        groups: 1,
-    };
     let mut out = Vec::new();
-    for (name, xs, ws) in CNN_CONVS {
-        let ys = [xs[0], ws[0], xs[2] - ws[2] + 1, xs[3] - ws[3] + 1];
-        let flops = 2.0 * (ys.iter().product::<usize>() * xs[1] * ws[2] * ws[3]) as f64;
+    for (name, xs, ws) in CNN_CONVS.into_iter().filter(|(name, ..)| keep(name)) {
+        let (ys, flops) = conv_output(xs, ws);
         let mut rec = gpu::Recorder::new(ctx.clone())?;
         let x = rec.on_device(&filled(&xs, 3))?;
         let w = rec.on_device(&filled(&ws, 4))?;
         let dy = rec.on_device(&filled(&ys, 5))?;
         rec.submit()?;
-        for (pass, op, inputs, shape) in conv_passes(geom, x, w, dy, xs, ws, ys) {
+        for (pass, op, inputs, shape) in conv_passes(x, w, dy, xs, ws, ys) {
             let seconds = gpu_time(&ctx, budget, |rec| {
                 gpu::exec(rec, &op, &inputs, &shape, DType::F32).map(drop)
             })?;

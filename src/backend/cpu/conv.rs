@@ -280,7 +280,17 @@ struct Part<'a> {
     group: usize,
 }
 
-impl Part<'_> {
+impl<'a> Part<'a> {
+    /// The parts of `images` images from `first`: one per channel group.
+    fn each_group(d: &'a Dims, first: usize, images: usize) -> impl Iterator<Item = Part<'a>> {
+        (0..d.g.groups).map(move |group| Part {
+            d,
+            first,
+            images,
+            group,
+        })
+    }
+
     fn columns(&self) -> usize {
         self.images * self.d.spatial()
     }
@@ -379,13 +389,8 @@ pub fn conv2d(x: &Value, w: &Value, g: &ConvGeom, y_shape: &[usize]) -> Value {
     let rows = d.col_rows();
     let y = for_groups(&d, img_out, |first, y_part, ws, threads| {
         let images = y_part.len() / img_out;
-        for group in 0..g.groups {
-            let part = Part {
-                d: &d,
-                first,
-                images,
-                group,
-            };
+        for part in Part::each_group(&d, first, images) {
+            let group = part.group;
             let (b, b_rs) = part.unfold(&xd, &mut ws.col);
             let cols = part.columns();
             // One image writes its rows of y in place; a group goes through `rows`.
@@ -432,13 +437,8 @@ pub fn conv2d_backward_data(dy: &Value, w: &Value, g: &ConvGeom, x_shape: &[usiz
     let rows = d.col_rows();
     let dx = for_groups(&d, img_in, |first, dx_part, ws, threads| {
         let images = dx_part.len() / img_in;
-        for group in 0..g.groups {
-            let part = Part {
-                d: &d,
-                first,
-                images,
-                group,
-            };
+        for part in Part::each_group(&d, first, images) {
+            let group = part.group;
             let (b, b_rs) = part.gather_out(&dyd, &mut ws.rows);
             let cols = part.columns();
             let pointwise = is_pointwise(&d);
@@ -491,14 +491,8 @@ pub fn conv2d_backward_filter(x: &Value, dy: &Value, g: &ConvGeom, w_shape: &[us
     let images = |start: usize, end: usize, threads: bool| {
         let (mut dw, mut ws) = (vec![0.0f32; wlen], Scratch::default());
         for first in (start..end).step_by(len) {
-            for group in 0..g.groups {
-                let images = len.min(end - first);
-                let part = Part {
-                    d: &d,
-                    first,
-                    images,
-                    group,
-                };
+            for part in Part::each_group(&d, first, len.min(end - first)) {
+                let group = part.group;
                 let (a, a_rs) = part.gather_out(&dyd, &mut ws.rows);
                 let (b, b_rs) = part.unfold(&xd, &mut ws.col);
                 // dw_g[og, rows] += dy_g[og, cols] @ col^T[cols, rows]

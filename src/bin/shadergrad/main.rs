@@ -303,9 +303,9 @@ fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Res
                 r.extend(shadergrad::bench::gpu_matmul(&device, budget, &sizes)?);
             }
             if which != "matmul" {
-                r.extend(shadergrad::bench::gpu_convs(&device, budget)?);
+                let keep = |name: &str| which == "all" || name.starts_with(which);
+                r.extend(shadergrad::bench::gpu_convs(&device, budget, keep)?);
             }
-            r.retain(|b| which == "all" || b.name.starts_with(which));
             r
         }
     };
