@@ -8,10 +8,10 @@
 // C in registers, rows ty + 16*i and columns tx + 16*j. Within WebGPU's
 // default limits (256 invocations, 16 KiB workgroup memory).
 //
-// Dispatch: (column tiles, row tiles, batch or group x K-split). `params[3]`
-// offsets the column tiles and `params[20]` the z index, so the host can
-// split grids beyond the 65,535-workgroup limit. With `params[21]` = S > 1
-// splits of `params[22]` k each (split-K, for MODE 3's long reductions
+// Dispatch: (column tiles, row tiles, batch or group x K-split). `n_base`
+// offsets the column tiles and `z_base` the z index, so the host can
+// split grids beyond the 65,535-workgroup limit. With `splits` = S > 1
+// slices of `split_k` k each (split-K, for MODE 3's long reductions
 // over few output tiles), split s writes its partial sums to slice s of C,
 // which the host then sums.
 //
@@ -19,12 +19,6 @@
 // uploads `taps`, one vec4 per k (the reduction index) with its offsets,
 // and each invocation decomposes its fixed column once, before the loop.
 //
-// params, all modes: M, N, K, n_base (in tiles)
-//   MODE 0 (matmul, per batch z): a_off, a_batch, a_row, a_col,
-//          b_off, b_batch, b_row, b_col
-//   MODE 1-3 (convolution, per group z; NCHW input, OIHW weight):
-//          batch, C, H, W, O, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, groups
-//   z_base at word 20, K splits at 21, k per split at 22.
 // MODE 1 forward:          M = O/g,  N = batch*OH*OW, K = C/g*KH*KW
 // MODE 2 backward-data:    M = C/g,  N = batch*H*W,   K = O/g*KH*KW
 // MODE 3 backward-filter:  M = O/g,  N = C/g*KH*KW,   K = batch*OH*OW
@@ -34,7 +28,47 @@ const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
 
-@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 32>;
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    // Column tiles before this dispatch's first (grids beyond 65,535 are split).
+    n_base: u32,
+    // Batch/group index of this dispatch's first z (likewise).
+    z_base: u32,
+    // Split-K: `splits` slices of `split_k` reduction steps each.
+    splits: u32,
+    split_k: u32,
+    _pad: u32,
+    // MODE 0: element offset and batch/row/column strides of A and B.
+    a_off: u32,
+    a_batch: u32,
+    a_row: u32,
+    a_col: u32,
+    b_off: u32,
+    b_batch: u32,
+    b_row: u32,
+    b_col: u32,
+    // MODE 1-3: NCHW input, OIHW weight, strides, padding, dilation.
+    batch: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    o: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    groups: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -46,17 +80,15 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
-fn p(i: u32) -> u32 { return params[i >> 2u][i & 3u]; }
-
 // Convolution geometry.
-fn ch() -> u32 { return p(5u); }
-fn hh() -> i32 { return i32(p(6u)); }
-fn ww() -> i32 { return i32(p(7u)); }
-fn oc() -> u32 { return p(8u); }
-fn oh() -> i32 { return i32(p(9u)); }
-fn ow() -> i32 { return i32(p(10u)); }
-fn kk() -> u32 { return p(11u) * p(12u); }
-fn groups() -> u32 { return p(19u); }
+fn ch() -> u32 { return params.c; }
+fn hh() -> i32 { return i32(params.h); }
+fn ww() -> i32 { return i32(params.w); }
+fn oc() -> u32 { return params.o; }
+fn oh() -> i32 { return i32(params.oh); }
+fn ow() -> i32 { return i32(params.ow); }
+fn kk() -> u32 { return params.kh * params.kw; }
+fn groups() -> u32 { return params.groups; }
 fn cg() -> u32 { return ch() / groups(); }
 fn og() -> u32 { return oc() / groups(); }
 
@@ -73,7 +105,7 @@ fn column(z: u32, n: u32) -> vec3<i32> {
             let oy = i32(s / u32(ow()));
             let ox = i32(s % u32(ow()));
             let base = (img * ch() + z * cg()) * u32(hh() * ww());
-            return vec3<i32>(i32(base), oy * i32(p(13u)) - i32(p(15u)), ox * i32(p(14u)) - i32(p(16u)));
+            return vec3<i32>(i32(base), oy * i32(params.sh) - i32(params.ph), ox * i32(params.sw) - i32(params.pw));
         }
         case 2u: {
             let plane = u32(hh() * ww());
@@ -82,14 +114,14 @@ fn column(z: u32, n: u32) -> vec3<i32> {
             let y = i32(s / u32(ww()));
             let x = i32(s % u32(ww()));
             let base = (img * oc() + z * og()) * u32(oh() * ow());
-            return vec3<i32>(i32(base), y + i32(p(15u)), x + i32(p(16u)));
+            return vec3<i32>(i32(base), y + i32(params.ph), x + i32(params.pw));
         }
         case 3u: {
             let chan = n / kk();
             let t = n % kk();
-            let ky = i32(t / p(12u));
-            let kx = i32(t % p(12u));
-            return vec3<i32>(i32((z * cg() + chan) * u32(hh() * ww())), ky * i32(p(17u)), kx * i32(p(18u)));
+            let ky = i32(t / params.kw);
+            let kx = i32(t % params.kw);
+            return vec3<i32>(i32((z * cg() + chan) * u32(hh() * ww())), ky * i32(params.dh), kx * i32(params.dw));
         }
         default: { return vec3<i32>(0); }
     }
@@ -102,7 +134,7 @@ fn x_at(base: i32, y: i32, x: i32) -> f32 {
 
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
     switch MODE {
-        case 0u: { return a[p(4u) + z * p(5u) + m * p(6u) + k * p(7u)]; }
+        case 0u: { return a[params.a_off + z * params.a_batch + m * params.a_row + k * params.a_col]; }
         case 1u: { return a[(z * og() + m) * (cg() * kk()) + k]; }
         case 2u: { return a[u32(taps[k].x) + (z * og() * cg() + m) * kk()]; }
         default: { return a[u32(taps[k].x) + (z * og() + m) * u32(oh() * ow())]; }
@@ -111,7 +143,7 @@ fn load_a(z: u32, m: u32, k: u32) -> f32 {
 
 fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
     switch MODE {
-        case 0u: { return b[p(8u) + z * p(9u) + k * p(10u) + n * p(11u)]; }
+        case 0u: { return b[params.b_off + z * params.b_batch + k * params.b_row + n * params.b_col]; }
         case 1u: {
             let t = taps[k];
             // The offset t.x folds in channel and tap; bounds need the row/column alone.
@@ -126,8 +158,8 @@ fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
             var sy = col.y - t.z;
             var sx = col.z - t.w;
             if (sy < 0 || sx < 0) { return 0.0; }
-            let sh = i32(p(13u));
-            let sw = i32(p(14u));
+            let sh = i32(params.sh);
+            let sw = i32(params.sw);
             if (sh != 1 || sw != 1) {
                 if (sy % sh != 0 || sx % sw != 0) { return 0.0; }
                 sy /= sh;
@@ -144,8 +176,8 @@ fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
 }
 
 fn store_c(z: u32, m: u32, n: u32, v: f32, slice: u32) {
-    let big_m = p(0u);
-    let big_n = p(1u);
+    let big_m = params.m;
+    let big_n = params.n;
     switch MODE {
         case 0u: { c[(z * big_m + m) * big_n + n] = v; }
         case 1u: {
@@ -164,21 +196,21 @@ fn store_c(z: u32, m: u32, n: u32, v: f32, slice: u32) {
 
 // Slice of C that split `s` writes (0 without split-K).
 fn slice_offset(s: u32) -> u32 {
-    return s * p(0u) * p(1u) * groups();
+    return s * params.m * params.n * groups();
 }
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let big_m = p(0u);
-    let big_n = p(1u);
-    let zs = wid.z + p(20u);
-    let splits = p(21u);
+    let big_m = params.m;
+    let big_n = params.n;
+    let zs = wid.z + params.z_base;
+    let splits = params.splits;
     let z = zs / splits;
     let split = zs % splits;
-    let k_begin = split * p(22u);
-    let k_end = min(k_begin + p(22u), p(2u));
+    let k_begin = split * params.split_k;
+    let k_end = min(k_begin + params.split_k, params.k);
     let m0 = wid.y * BM;
-    let n0 = (wid.x + p(3u)) * BN;
+    let n0 = (wid.x + params.n_base) * BN;
     let tx = lid.x;
     let ty = lid.y;
     let tid = ty * 16u + tx;

@@ -2,36 +2,45 @@
 // An index outside its axis sets `flag` (1, then the index) for the host
 // to report as an error after the submit; its element reads as zero.
 //
-// params: n (index elements), rank, axis, axis_size, index_shape[8], strides[8]
-// `strides` are those of the gathered-from source (gather) or of the
-// output (scatter_add), both dense.
+// `n` counts index elements; `strides` are those of the gathered-from
+// source (gather) or of the output (scatter_add), both dense.
 
 const WORKGROUP: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 32>;
+struct IndexParams {
+    n: u32,
+    rank: u32,
+    axis: u32,
+    axis_size: u32,
+    index_shape: array<vec4<u32>, 2>,
+    strides: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> params: IndexParams;
 @group(0) @binding(1) var<storage, read> index: array<i32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read_write> flag: array<atomic<i32>, 2>;
 // f32 bits; atomic because scatter_add accumulates into it.
 @group(0) @binding(4) var<storage, read_write> out: array<atomic<u32>>;
 
-fn p(i: u32) -> u32 { return params[i >> 2u][i & 3u]; }
+fn index_shape(d: u32) -> u32 { return params.index_shape[d >> 2u][d & 3u]; }
+fn stride(d: u32) -> u32 { return params.strides[d >> 2u][d & 3u]; }
 
 // Offset of index element i's target, or 0xffffffff when its index is out of range.
 fn target_offset(i: u32) -> u32 {
     let ix = index[i];
-    if (ix < 0 || u32(ix) >= p(3u)) {
+    if (ix < 0 || u32(ix) >= params.axis_size) {
         atomicStore(&flag[1], ix);
         atomicStore(&flag[0], 1);
         return 0xffffffffu;
     }
     var rem = i;
     var off = 0u;
-    for (var d = i32(p(1u)) - 1; d >= 0; d--) {
+    for (var d = i32(params.rank) - 1; d >= 0; d--) {
         let du = u32(d);
-        let size = p(4u + du);
-        let coord = select(rem % size, u32(ix), du == p(2u));
-        off += coord * p(12u + du);
+        let size = index_shape(du);
+        let coord = select(rem % size, u32(ix), du == params.axis);
+        off += coord * stride(du);
         rem /= size;
     }
     return off;
@@ -40,7 +49,7 @@ fn target_offset(i: u32) -> u32 {
 @compute @workgroup_size(WORKGROUP)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
-    if (i >= p(0u)) { return; }
+    if (i >= params.n) { return; }
     let off = target_offset(i);
     let v = select(0.0, src[select(0u, off, off != 0xffffffffu)], off != 0xffffffffu);
     atomicStore(&out[i], bitcast<u32>(v));
@@ -52,7 +61,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(WORKGROUP)
 fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
-    if (i >= p(0u)) { return; }
+    if (i >= params.n) { return; }
     let off = target_offset(i);
     if (off == 0xffffffffu) { return; }
     let v = src[i];

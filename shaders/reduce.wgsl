@@ -1,8 +1,8 @@
 // Sum or max over the trailing (reduced) axes of a strided view: the host
 // permutes the reduced axes last, so each output reduces one "row".
 //
-// params: n_out, row, kept_rank, red_rank, offset,
-//         kept_shape[8], kept_strides[8], red_shape[8], red_strides[8]
+// `row` is the reduced length per output; shapes and strides hold up to
+// 8 axes as two vec4s.
 // Elements are read as raw words; INT_INPUT selects i32 data (reduced in
 // f32 and stored back as i32, as the cpu backend does).
 //
@@ -13,12 +13,23 @@
 override OP: u32 = 0u;          // 0 sum, 1 max
 override INT_INPUT: bool = false;
 const WORKGROUP: u32 = 256u;
-const KEPT_SHAPE: u32 = 5u;
-const KEPT_STRIDES: u32 = 13u;
-const RED_SHAPE: u32 = 21u;
-const RED_STRIDES: u32 = 29u;
 
-@group(0) @binding(0) var<uniform> params: array<vec4<u32>, 32>;
+struct ReduceParams {
+    n_out: u32,
+    row: u32,
+    kept_rank: u32,
+    red_rank: u32,
+    offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    kept_shape: array<vec4<u32>, 2>,
+    kept_strides: array<vec4<u32>, 2>,
+    red_shape: array<vec4<u32>, 2>,
+    red_strides: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> params: ReduceParams;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
@@ -26,7 +37,10 @@ var<private> NAN_BITS: u32 = 0x7fc00000u;
 var<private> NEG_INF_BITS: u32 = 0xff800000u;
 var<workgroup> partial: array<f32, WORKGROUP>;
 
-fn p(i: u32) -> u32 { return params[i >> 2u][i & 3u]; }
+fn kept_shape(d: u32) -> u32 { return params.kept_shape[d >> 2u][d & 3u]; }
+fn kept_stride(d: u32) -> u32 { return params.kept_strides[d >> 2u][d & 3u]; }
+fn red_shape(d: u32) -> u32 { return params.red_shape[d >> 2u][d & 3u]; }
+fn red_stride(d: u32) -> u32 { return params.red_strides[d >> 2u][d & 3u]; }
 fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 
 fn identity() -> f32 {
@@ -52,10 +66,10 @@ fn store(i: u32, v: f32) {
 
 fn row_base(out_index: u32) -> u32 {
     var rem = out_index;
-    var off = p(4u);
-    for (var d = i32(p(2u)) - 1; d >= 0; d--) {
-        let size = p(KEPT_SHAPE + u32(d));
-        off += (rem % size) * p(KEPT_STRIDES + u32(d));
+    var off = params.offset;
+    for (var d = i32(params.kept_rank) - 1; d >= 0; d--) {
+        let size = kept_shape(u32(d));
+        off += (rem % size) * kept_stride(u32(d));
         rem /= size;
     }
     return off;
@@ -64,9 +78,9 @@ fn row_base(out_index: u32) -> u32 {
 fn element(base: u32, r: u32) -> f32 {
     var rem = r;
     var off = base;
-    for (var d = i32(p(3u)) - 1; d >= 0; d--) {
-        let size = p(RED_SHAPE + u32(d));
-        off += (rem % size) * p(RED_STRIDES + u32(d));
+    for (var d = i32(params.red_rank) - 1; d >= 0; d--) {
+        let size = red_shape(u32(d));
+        off += (rem % size) * red_stride(u32(d));
         rem /= size;
     }
     return load(off);
@@ -75,10 +89,10 @@ fn element(base: u32, r: u32) -> f32 {
 @compute @workgroup_size(WORKGROUP)
 fn rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
-    if (i >= p(0u)) { return; }
+    if (i >= params.n_out) { return; }
     let base = row_base(i);
     var acc = identity();
-    for (var r = 0u; r < p(1u); r++) {
+    for (var r = 0u; r < params.row; r++) {
         acc = combine(acc, element(base, r));
     }
     store(i, acc);
@@ -89,10 +103,10 @@ fn tree(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         @builtin(local_invocation_index) lid: u32) {
     let i = wid.x + wid.y * groups.x;
     // Uniform per workgroup: every invocation reaches the barriers or none does.
-    if (i >= p(0u)) { return; }
+    if (i >= params.n_out) { return; }
     let base = row_base(i);
     var acc = identity();
-    for (var r = lid; r < p(1u); r += WORKGROUP) {
+    for (var r = lid; r < params.row; r += WORKGROUP) {
         acc = combine(acc, element(base, r));
     }
     partial[lid] = acc;

@@ -19,9 +19,7 @@ impl Gradients {
 
     /// The gradient of `t`, zeros when the loss does not depend on it.
     pub fn get_or_zeros(&self, t: &Tensor) -> Tensor {
-        self.get(t)
-            .cloned()
-            .unwrap_or_else(|| Tensor::zeros(t.shape()))
+        self.get(t).cloned().unwrap_or_else(|| t.zeros_like())
     }
 }
 
@@ -35,7 +33,7 @@ impl Tensor {
                 self.shape()
             )));
         }
-        self.backward_with(&Tensor::ones(self.shape()))
+        self.backward_with(&self.ones_like())
     }
 
     /// Gradients given the gradient of this tensor (vector-Jacobian product).
@@ -162,7 +160,7 @@ fn vjp(node: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
             })
         }
         Op::Where => {
-            let zero = Tensor::zeros(g.shape());
+            let zero = g.zeros_like();
             Ok(vec![
                 None,
                 Some(Tensor::where_(&x[0], g, &zero)?),
@@ -280,5 +278,10 @@ fn vjp(node: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
             None,
         ]),
         Op::ScatterAdd { axis } => Ok(vec![None, Some(g.gather(*axis as isize, &x[0])?)]),
+        Op::ToDevice => some(g.to(*x[0].device())),
+        Op::Output(_) => Err(Error::Grad(format!(
+            "internal: output {:?} reached the single-output rules",
+            node
+        ))),
     }
 }

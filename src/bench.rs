@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backend::gpu::kernels::matmul::{matmul_with, MatmulKernel};
 use crate::backend::{cpu, Value};
 use crate::op::{ConvGeom, Op};
 use crate::{DType, Result};
@@ -129,15 +130,10 @@ pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<
     Ok(out)
 }
 
-/// The matmul versions of the wgpu backend, simplest first; `blocked` is
-/// the one the engine uses.
-pub const GPU_MATMUL_VERSIONS: [(&str, &str); 3] =
-    [("naive", "naive"), ("tiled", "tiled"), ("blocked", "main")];
-
 /// GPU time per call of `record` (which records one kernel): many calls
 /// per submit, so launch and submit overheads amortise as in a real step.
 fn gpu_time(
-    ctx: &std::sync::Arc<crate::backend::gpu::Context>,
+    ctx: &std::sync::Arc<crate::backend::gpu::device::Context>,
     budget: Duration,
     mut record: impl FnMut(&mut crate::backend::gpu::Recorder) -> Result<()>,
 ) -> Result<f64> {
@@ -178,7 +174,7 @@ pub fn gpu_matmul(
             "gpu_matmul needs a gpu device",
         ));
     };
-    let ctx = gpu::context(*id)?;
+    let ctx = gpu::device::context(*id)?;
     let mut out = Vec::new();
     for &n in sizes {
         let mut rec = gpu::Recorder::new(ctx.clone())?;
@@ -186,12 +182,12 @@ pub fn gpu_matmul(
         let b = rec.on_device(&filled(&[n, n], 2))?;
         rec.submit()?;
         let flops = 2.0 * (n as f64).powi(3);
-        for (label, entry) in GPU_MATMUL_VERSIONS {
+        for kernel in MatmulKernel::ALL {
             let seconds = gpu_time(&ctx, budget, |rec| {
-                gpu::exec::matmul(rec, &a, &b, &[n, n], entry).map(drop)
+                matmul_with(rec, kernel, &a, &b, &[n, n]).map(drop)
             })?;
             out.push(BenchResult {
-                name: format!("matmul {label} {n}x{n}x{n}"),
+                name: format!("matmul {} {n}x{n}x{n}", kernel.name()),
                 flops,
                 seconds,
             });
@@ -210,7 +206,7 @@ pub fn gpu_convs(
     let crate::Device::Gpu(id) = device else {
         return Err(crate::Error::param("bench", "gpu_convs needs a gpu device"));
     };
-    let ctx = gpu::context(*id)?;
+    let ctx = gpu::device::context(*id)?;
     let mut out = Vec::new();
     for (name, xs, ws) in CNN_CONVS.into_iter().filter(|(name, ..)| keep(name)) {
         let (ys, flops) = conv_output(xs, ws);
@@ -221,7 +217,7 @@ pub fn gpu_convs(
         rec.submit()?;
         for (pass, op, inputs, shape) in conv_passes(x, w, dy, xs, ws, ys) {
             let seconds = gpu_time(&ctx, budget, |rec| {
-                gpu::exec(rec, &op, &inputs, &shape, DType::F32).map(drop)
+                gpu::kernels::exec(rec, &op, &inputs, &shape, DType::F32).map(drop)
             })?;
             out.push(BenchResult {
                 name: format!("{name} {pass}"),

@@ -9,26 +9,44 @@
 //! let grads = loss.backward().unwrap();              // new lazy nodes
 //! assert_eq!(grads.get(&w).unwrap().to_vec().unwrap(), vec![2.0, 4.0]);
 //! ```
+//!
+//! Layers: the engine (`Tensor`, its ops, autodiff, the scheduler, the cpu
+//! and wgpu backends) and the model kit (`nn`, `optim`, `data`, `io`,
+//! `models`) are always built; the application (`train`, `plot`, `bench`
+//! and the `shadergrad` binary) comes with cargo features, on by default.
 
-pub mod autodiff;
-pub mod backend;
-pub mod bench;
+// The engine.
+mod autodiff;
+mod backend;
+mod device;
+mod error;
+mod op;
+mod ops;
+mod schedule;
+mod shape;
+mod tensor;
+
+// The model kit.
 pub mod data;
-pub mod error;
 pub mod io;
 pub mod models;
 pub mod nn;
-pub mod op;
-pub mod ops;
 pub mod optim;
+
+// The application.
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
+#[cfg(feature = "plot")]
 pub mod plot;
-pub mod schedule;
-pub mod shape;
-pub mod tensor;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use autodiff::{grad, Gradients};
+pub use device::{devices_report, Device, GpuId};
 pub use error::{Error, Result};
 pub use ops::conv::Conv2dOpts;
 pub use optim::{Adam, Optimizer, Parameter, Sgd};
-pub use tensor::{default_device, manual_seed, no_grad, with_device, DType, Device, Tensor};
+pub use schedule::{last_realize_stats, profile, RealizeStats};
+pub use shape::MAX_ELEMENTS;
+pub use tensor::{default_device, manual_seed, no_grad, with_device, DType, Tensor};

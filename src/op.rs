@@ -135,6 +135,13 @@ pub enum Op {
     ScatterAdd {
         axis: usize,
     },
+
+    // ---- plumbing
+    /// Output `i` of its one input, a node with several outputs.
+    #[allow(dead_code)] // the multi-output primitives come next
+    Output(usize),
+    /// Its input's value on this node's device.
+    ToDevice,
 }
 
 impl Op {
@@ -164,6 +171,15 @@ impl Op {
             Op::Pool2dBackward { .. } => "pool2d_backward",
             Op::Gather { .. } => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
+            Op::Output(_) => "output",
+            Op::ToDevice => "to_device",
         }
+    }
+
+    /// How many tensors one execution produces. A node of several outputs
+    /// is seen only through `Output(i)` nodes, each with its own shape and
+    /// type; the node's own shape and type are its first output's.
+    pub fn outputs(&self) -> usize {
+        1
     }
 }

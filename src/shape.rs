@@ -2,9 +2,30 @@
 
 use crate::{Error, Result};
 
-/// Number of elements of a shape.
+/// Number of elements of a shape (saturating: a shape too large for any
+/// memory is caught by [`checked_numel`] before anything is allocated).
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+}
+
+/// Most elements of one tensor: its bytes (4 per element) and every offset
+/// into it then fit in a signed 64-bit integer with room to spare.
+pub const MAX_ELEMENTS: usize = 1 << 56;
+
+/// The number of elements of `shape`, or an error naming the op and the
+/// shape when it overflows or exceeds [`MAX_ELEMENTS`].
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS);
+    n.ok_or_else(|| {
+        Error::shape(
+            op,
+            &[shape],
+            "the tensor has more elements than any memory holds; use smaller sizes",
+        )
+    })
 }
 
 /// Row-major strides of a contiguous tensor.
@@ -188,6 +209,46 @@ impl Layout {
             }
         }
     }
+}
+
+/// Merge adjacent axes wherever every operand's layout allows it (axis d
+/// folds into d+1 when `stride[d] == stride[d+1] * shape[d+1]`, broadcast
+/// zeros included), so rows get as long as possible: a per-channel bias
+/// over `[n, c, h, w]` becomes runs of `h * w` instead of `w`.
+pub(crate) fn collapse(shape: &[usize], layouts: &[&Layout]) -> (Vec<usize>, Vec<Layout>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut strides: Vec<Vec<usize>> = vec![Vec::new(); layouts.len()];
+    for (d, &size) in shape.iter().enumerate() {
+        if size == 1 {
+            continue;
+        }
+        let mergeable = !out_shape.is_empty()
+            && layouts
+                .iter()
+                .enumerate()
+                .all(|(k, l)| strides[k].last() == Some(&(l.strides[d] * size)));
+        if mergeable {
+            *out_shape.last_mut().expect("non-empty") *= size;
+            for (k, l) in layouts.iter().enumerate() {
+                *strides[k].last_mut().expect("non-empty") = l.strides[d];
+            }
+        } else {
+            out_shape.push(size);
+            for (k, l) in layouts.iter().enumerate() {
+                strides[k].push(l.strides[d]);
+            }
+        }
+    }
+    let collapsed = layouts
+        .iter()
+        .zip(strides)
+        .map(|(l, st)| Layout {
+            shape: out_shape.clone(),
+            strides: st,
+            offset: l.offset,
+        })
+        .collect();
+    (out_shape, collapsed)
 }
 
 #[cfg(test)]

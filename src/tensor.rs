@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use crate::backend::{Storage, Value};
 use crate::op::Op;
 use crate::shape::{numel, Layout};
-use crate::{Error, Result};
+use crate::{Device, Error, Result};
 
 /// Element types. Comparisons yield f32 masks (0.0 / 1.0); i32 carries labels
 /// and indices.
@@ -28,85 +28,6 @@ impl fmt::Display for DType {
     }
 }
 
-/// Where a tensor's graph runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Device {
-    /// The pure-Rust backend: the executable specification, multi-threaded.
-    Cpu,
-    /// A wgpu device, by its id in this process's registry (`Device::gpu`,
-    /// `Device::from_wgpu`).
-    Gpu(usize),
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Gpu(id) => write!(f, "gpu#{id}"),
-        }
-    }
-}
-
-impl Device {
-    /// Adapter `ordinal` in the order `shadergrad devices` lists them (best
-    /// first), opened once per process with the adapter's own limits.
-    pub fn gpu(ordinal: usize) -> Result<Device> {
-        crate::backend::gpu::open(ordinal).map(Device::Gpu)
-    }
-
-    /// The best hardware adapter (discrete, integrated, virtual), else the
-    /// cpu backend. Software rasterisers (llvmpipe, SwiftShader, WARP) run
-    /// our kernels about a hundred times slower than the cpu backend does,
-    /// so `auto` skips them; `gpu` or `gpu:N` still selects one.
-    pub fn auto() -> Device {
-        let best = crate::backend::gpu::with_adapters(|list| {
-            list.iter()
-                .position(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
-        });
-        match best {
-            Some(i) => Device::gpu(i).unwrap_or(Device::Cpu),
-            None => Device::Cpu,
-        }
-    }
-
-    /// `auto`, `gpu`, `gpu:N` or `cpu`.
-    pub fn parse(s: &str) -> Result<Device> {
-        match s.trim() {
-            "cpu" => Ok(Device::Cpu),
-            "auto" => Ok(Device::auto()),
-            "gpu" => Device::gpu(0),
-            other => match other.strip_prefix("gpu:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Device::gpu(n),
-                _ => Err(Error::param(
-                    "device",
-                    format!("unknown device {other:?}; use auto, gpu, gpu:N (see `shadergrad devices`) or cpu"),
-                )),
-            },
-        }
-    }
-
-    /// Run on a device the application already owns (tensors then live in
-    /// its buffers; the application keeps using the device for drawing).
-    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Device {
-        Device::Gpu(crate::backend::gpu::register(device, queue, info))
-    }
-
-    /// Adapter name, backend and type ("cpu" for the cpu backend).
-    pub fn describe(&self) -> String {
-        match self {
-            Device::Cpu => "cpu".into(),
-            Device::Gpu(id) => match crate::backend::gpu::context(*id) {
-                Ok(ctx) => crate::backend::gpu::describe_info(&ctx.info),
-                Err(_) => format!("gpu#{id} (not opened)"),
-            },
-        }
-    }
-
-    pub fn is_gpu(&self) -> bool {
-        matches!(self, Device::Gpu(_))
-    }
-}
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -117,7 +38,7 @@ thread_local! {
 
 /// The device new leaf tensors (data, constants, random) are placed on, for this thread.
 pub fn default_device() -> Device {
-    DEFAULT_DEVICE.with(|d| d.borrow().clone())
+    DEFAULT_DEVICE.with(|d| *d.borrow())
 }
 
 /// Run `f` with `device` as this thread's default device, restoring the old one after.
@@ -219,6 +140,19 @@ impl fmt::Debug for Tensor {
 impl Tensor {
     /// A new node; `shape` and `dtype` must already be validated by the caller.
     pub(crate) fn from_op(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType) -> Tensor {
+        let device = inputs.first().map_or_else(default_device, |t| t.0.device);
+        Tensor::from_op_on(op, inputs, shape, dtype, device)
+    }
+
+    /// A new node on `device` (leaves built inside ops go where their
+    /// operands live, whatever the thread's default).
+    pub(crate) fn from_op_on(
+        op: Op,
+        inputs: Vec<Tensor>,
+        shape: Vec<usize>,
+        dtype: DType,
+        device: Device,
+    ) -> Tensor {
         let differentiable = dtype == DType::F32
             && !matches!(
                 op,
@@ -229,10 +163,6 @@ impl Tensor {
             );
         let requires_grad =
             differentiable && grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
-        let device = inputs
-            .first()
-            .map(|t| t.0.device.clone())
-            .unwrap_or_else(default_device);
         Tensor(Arc::new(Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             op,
@@ -245,7 +175,7 @@ impl Tensor {
         }))
     }
 
-    pub(crate) fn from_value(value: Value, requires_grad: bool) -> Tensor {
+    pub(crate) fn from_value(value: Value, requires_grad: bool, device: Device) -> Tensor {
         let dtype = value.storage.dtype();
         let shape = value.layout.shape.clone();
         let cell = OnceLock::new();
@@ -256,7 +186,7 @@ impl Tensor {
             inputs: vec![],
             shape,
             dtype,
-            device: default_device(),
+            device,
             requires_grad,
             value: cell,
         }))
@@ -281,6 +211,7 @@ impl Tensor {
                 layout: Layout::contiguous(shape),
             },
             false,
+            default_device(),
         ))
     }
 
@@ -305,7 +236,12 @@ impl Tensor {
     }
 
     pub fn full(shape: &[usize], v: f32) -> Tensor {
-        Tensor::from_op(Op::Full(v), vec![], shape.to_vec(), DType::F32)
+        Tensor::full_on(shape, v, default_device())
+    }
+
+    /// `full` on a given device.
+    pub fn full_on(shape: &[usize], v: f32, device: Device) -> Tensor {
+        Tensor::from_op_on(Op::Full(v), vec![], shape.to_vec(), DType::F32, device)
     }
 
     pub fn zeros(shape: &[usize]) -> Tensor {
@@ -316,12 +252,14 @@ impl Tensor {
         Tensor::full(shape, 1.0)
     }
 
+    /// Zeros of this tensor's shape, on its device.
     pub fn zeros_like(&self) -> Tensor {
-        Tensor::zeros(self.shape())
+        Tensor::full_on(self.shape(), 0.0, *self.device())
     }
 
+    /// Ones of this tensor's shape, on its device.
     pub fn ones_like(&self) -> Tensor {
-        Tensor::ones(self.shape())
+        Tensor::full_on(self.shape(), 1.0, *self.device())
     }
 
     /// `start, start+step, ...` below `end` (f32).
@@ -394,6 +332,21 @@ impl Tensor {
         &self.0.device
     }
 
+    /// This tensor on `device` (lazy, like every op; itself when it is
+    /// there already). Gradients flow back to the original device.
+    pub fn to(&self, device: Device) -> Tensor {
+        if *self.device() == device {
+            return self.clone();
+        }
+        Tensor::from_op_on(
+            Op::ToDevice,
+            vec![self.clone()],
+            self.shape().to_vec(),
+            self.dtype(),
+            device,
+        )
+    }
+
     /// A unique id of the node (stable for the handle's lifetime).
     pub fn id(&self) -> u64 {
         self.0.id
@@ -424,7 +377,7 @@ impl Tensor {
             return self.clone();
         }
         if let (Op::Buffer, Some(v)) = (&self.0.op, self.0.value.get()) {
-            return Tensor::from_value(v.clone(), self.dtype() == DType::F32);
+            return Tensor::from_value(v.clone(), self.dtype() == DType::F32, *self.device());
         }
         let mut t = Tensor::from_op(
             Op::Detach,
@@ -442,7 +395,7 @@ impl Tensor {
     /// A realized tensor becomes a plain buffer, which frees the graph behind it.
     pub fn detach(&self) -> Tensor {
         if let Some(v) = self.0.value.get() {
-            return Tensor::from_value(v.clone(), false);
+            return Tensor::from_value(v.clone(), false, *self.device());
         }
         Tensor::from_op(
             Op::Detach,
@@ -524,5 +477,12 @@ fn arange_len(op: &'static str, start: f64, end: f64, step: f64) -> Result<usize
             format!("step must be finite and non-zero, got start {start}, end {end}, step {step}"),
         ));
     }
-    Ok(((end - start) / step).ceil().max(0.0) as usize)
+    let n = ((end - start) / step).ceil().max(0.0);
+    if n > crate::shape::MAX_ELEMENTS as f64 {
+        return Err(Error::param(
+            op,
+            format!("{start}..{end} in steps of {step} has {n:e} elements, more than any memory holds; use a larger step or a shorter range"),
+        ));
+    }
+    Ok(n as usize)
 }

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use shadergrad::schedule::{last_realize_stats, RealizeStats};
+use shadergrad::{last_realize_stats, RealizeStats};
 use shadergrad::{Conv2dOpts, Result};
 
 fn chain_is_one_kernel() -> Result<()> {

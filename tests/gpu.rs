@@ -1,131 +1,15 @@
 //! The wgpu backend against the cpu backend: every kernel on odd shapes
 //! (1, 7, 33, 257; broadcast, permuted, batched, grouped), gradients
-//! included; naga validation of every shader file and of emitted kernels
-//! (debug builds also validate every kernel the emitter generates while the
-//! tests run); fusion counted in dispatches; device errors. Tests skip
-//! without an adapter unless `SHADERGRAD_REQUIRE_GPU=1`.
+//! included; fusion counted in dispatches; device errors and device rules.
+//! (naga validation of every shader file and emitted kernel, and the
+//! parameter-struct layouts, are unit tests in `src/backend/gpu/tests.rs`;
+//! debug builds also validate every kernel the emitter generates while the
+//! tests run.) Tests skip without an adapter unless `SHADERGRAD_REQUIRE_GPU=1`.
 
 mod common;
 
 use common::{data, gpu_device};
-use shadergrad::backend::cpu::elementwise::{Instr, Program};
-use shadergrad::backend::gpu::{emit, shaders};
-use shadergrad::op::{BinaryOp, Op, UnaryOp};
-use shadergrad::shape::Layout;
 use shadergrad::{Conv2dOpts, DType, Device, Error, Result, Tensor};
-
-/// naga's validator with no optional capabilities: what every platform takes.
-fn validate(name: &str, src: &str) {
-    if let Err(e) = shadergrad::backend::gpu::validate_wgsl(name, src) {
-        panic!("{e}");
-    }
-}
-
-#[test]
-fn every_shader_file_validates_with_naga() {
-    // Every file in shaders/ is compiled in and listed, so none escapes validation.
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
-    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
-        .expect("shaders/ exists")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".wgsl"))
-        .collect();
-    on_disk.sort();
-    let mut listed: Vec<String> = shaders::ALL.iter().map(|(n, _)| n.to_string()).collect();
-    listed.sort();
-    assert_eq!(on_disk, listed, "shaders/ and shaders::ALL differ");
-    for (name, src) in shaders::ALL {
-        validate(name, src);
-    }
-}
-
-fn one(op: Op, n_args: usize) -> Program {
-    Program {
-        leaves: n_args,
-        instrs: vec![Instr {
-            op,
-            args: (0..n_args).collect(),
-        }],
-    }
-}
-
-#[test]
-fn emitted_kernels_validate_with_naga() {
-    let shape = [7, 33];
-    let dense = Layout::contiguous(&shape);
-    let scalar = Layout {
-        shape: shape.to_vec(),
-        strides: vec![0, 0],
-        offset: 3,
-    };
-    let transposed = Layout {
-        shape: shape.to_vec(),
-        strides: vec![1, 7],
-        offset: 0,
-    };
-    let mut programs: Vec<(Program, Vec<(DType, &Layout)>)> = Vec::new();
-    for u in [
-        UnaryOp::Neg,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Recip,
-        UnaryOp::Sin,
-        UnaryOp::Tanh,
-        UnaryOp::Erf,
-    ] {
-        programs.push((one(Op::Unary(u), 1), vec![(DType::F32, &transposed)]));
-    }
-    for b in [
-        BinaryOp::Add,
-        BinaryOp::Mul,
-        BinaryOp::Max,
-        BinaryOp::Pow,
-        BinaryOp::CmpLt,
-        BinaryOp::CmpEq,
-    ] {
-        for t in [DType::F32, DType::I32] {
-            programs.push((one(Op::Binary(b), 2), vec![(t, &dense), (t, &scalar)]));
-        }
-    }
-    for t in [DType::F32, DType::I32] {
-        programs.push((
-            one(Op::Where, 3),
-            vec![(DType::F32, &dense), (t, &transposed), (t, &scalar)],
-        ));
-        programs.push((one(Op::Cast(DType::F32), 1), vec![(t, &dense)]));
-        programs.push((one(Op::Cast(DType::I32), 1), vec![(t, &dense)]));
-    }
-    // A fused chain over the most leaves a kernel may bind.
-    let mut instrs = vec![Instr {
-        op: Op::Binary(BinaryOp::Mul),
-        args: vec![0, 1],
-    }];
-    for k in 2..emit::MAX_LEAVES {
-        instrs.push(Instr {
-            op: Op::Binary(BinaryOp::Add),
-            args: vec![emit::MAX_LEAVES + k - 2, k],
-        });
-    }
-    instrs.push(Instr {
-        op: Op::Unary(UnaryOp::Tanh),
-        args: vec![emit::MAX_LEAVES + instrs.len() - 1],
-    });
-    let leaves = (0..emit::MAX_LEAVES)
-        .map(|k| (DType::F32, [&dense, &scalar, &transposed][k % 3]))
-        .collect();
-    programs.push((
-        Program {
-            leaves: emit::MAX_LEAVES,
-            instrs,
-        },
-        leaves,
-    ));
-    for (i, (program, leaves)) in programs.iter().enumerate() {
-        let kernel = emit::elementwise(program, leaves, &shape).expect("emits");
-        validate(&format!("emitted kernel {i} ({program:?})"), &kernel.source);
-    }
-}
 
 /// Run `f` on the cpu backend and on the GPU and compare every output.
 #[track_caller]
@@ -338,7 +222,7 @@ fn an_elementwise_chain_is_one_dispatch() -> Result<()> {
         let (a, b, c) = (rt(&[7, 33], 1), rt(&[7, 33], 2), rt(&[33], 3));
         let y = a.mul(&b)?.add(&c)?.relu();
         y.realize()?;
-        assert_eq!(shadergrad::backend::gpu::last_dispatch_count(), 1);
+        assert_eq!(shadergrad::last_realize_stats().dispatches, 1);
         let want: Vec<f32> = {
             let (a, b, c) = (a.to_vec()?, b.to_vec()?, c.to_vec()?);
             (0..7 * 33)
@@ -385,22 +269,56 @@ fn unknown_devices_are_errors() {
 }
 
 #[test]
-fn mixed_device_graphs_run_in_order() -> Result<()> {
+fn mixing_devices_is_an_error_and_to_moves_both_ways() -> Result<()> {
     let Some(gpu) = gpu_device() else {
         return Ok(());
     };
-    // A lazy GPU node feeding a cpu node (and back) in one realize.
-    let on_gpu = shadergrad::with_device(gpu.clone(), || rt(&[33], 1).exp());
+    let on_gpu = shadergrad::with_device(gpu, || rt(&[33], 1).exp());
     let on_cpu = shadergrad::with_device(Device::Cpu, || rt(&[33], 2));
-    let mixed = on_cpu.add(&on_gpu)?;
+    // Two devices in one op: an error naming both and the fix.
+    let err = on_cpu.add(&on_gpu).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        err.contains("cpu") && err.contains(&gpu.to_string()) && err.contains(".to("),
+        "{err}"
+    );
+    assert!(gpu.to_string().starts_with("gpu:"), "{gpu}");
+    // Moved explicitly, a lazy GPU node feeds a cpu node and back, in one realize.
+    let mixed = on_cpu.add(&on_gpu.to(Device::Cpu))?;
     assert_eq!(*mixed.device(), Device::Cpu);
-    let back = on_gpu.mul(&mixed)?;
-    assert!(back.device().is_gpu());
+    let back = on_gpu.mul(&mixed.to(gpu))?;
+    assert_eq!(*back.device(), gpu);
     let (a, b) = (data(33, 1), data(33, 2));
     let want_mixed: Vec<f32> = (0..33).map(|i| b[i] + a[i].exp()).collect();
     let want_back: Vec<f32> = (0..33).map(|i| a[i].exp() * want_mixed[i]).collect();
     Tensor::realize_all(&[mixed.clone(), back.clone()])?;
     common::assert_close(&mixed.to_vec()?, &want_mixed, 1e-5, 1e-5);
     common::assert_close(&back.to_vec()?, &want_back, 1e-5, 1e-5);
+    // Gradients come back across the move, each on its tensor's device.
+    let w = shadergrad::with_device(gpu, || rt(&[33], 3)).with_grad();
+    let loss = w.to(Device::Cpu).mul(&on_cpu)?.sum_all();
+    let g = loss.backward()?.get(&w).cloned().expect("w has a gradient");
+    assert_eq!(*g.device(), gpu);
+    common::assert_close(&g.to_vec()?, &b, 1e-6, 1e-6);
+    Ok(())
+}
+
+/// A GPU model's backward pass runs on the GPU wherever `backward` is
+/// called (the thread's default device plays no part).
+#[test]
+fn gradients_live_on_their_tensors_device() -> Result<()> {
+    let Some(gpu) = gpu_device() else {
+        return Ok(());
+    };
+    let (w, x) = shadergrad::with_device(gpu, || (rt(&[4, 7], 1).with_grad(), rt(&[7, 3], 2)));
+    // Outside with_device: the default device is the cpu.
+    let loss = w.matmul(&x)?.relu().mean_all();
+    let grads = loss.backward()?;
+    let g = grads.get(&w).expect("gradient");
+    assert_eq!(*g.device(), gpu);
+    let unused = shadergrad::with_device(gpu, || rt(&[2], 3)).with_grad();
+    assert_eq!(*grads.get_or_zeros(&unused).device(), gpu);
+    g.realize()?;
+    let stats = shadergrad::last_realize_stats();
+    assert!(stats.dispatches > 0 && stats.sessions == 1, "{stats:?}");
     Ok(())
 }

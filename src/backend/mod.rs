@@ -1,24 +1,28 @@
-//! Backends execute primitive ops on realized values. `cpu` is the
+//! The backend boundary. A backend executes primitives on realized values;
+//! the scheduler talks to it only through [`Session`]: open one per device
+//! and realize, run nodes through it in order, finish it. `cpu` is the
 //! executable specification; `gpu` runs the same ops as WGSL kernels.
 
-pub mod cpu;
-pub mod gpu;
+pub(crate) mod cpu;
+pub(crate) mod gpu;
 
 use std::sync::Arc;
 
+use crate::op::Op;
+use crate::schedule::fusion::Program;
 use crate::shape::Layout;
-use crate::DType;
+use crate::{DType, Device, Result};
 
 /// The memory of one buffer: on the host, or on a GPU.
 #[derive(Debug)]
-pub enum Storage {
+pub(crate) enum Storage {
     F32(Vec<f32>),
     I32(Vec<i32>),
     Gpu(gpu::GpuBuffer),
 }
 
 impl Storage {
-    pub fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> DType {
         match self {
             Storage::F32(_) => DType::F32,
             Storage::I32(_) => DType::I32,
@@ -26,35 +30,31 @@ impl Storage {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Storage::F32(v) => v.len(),
             Storage::I32(v) => v.len(),
             Storage::Gpu(b) => b.len,
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A realized tensor: a shared buffer seen through a strided layout.
 #[derive(Clone, Debug)]
-pub struct Value {
+pub(crate) struct Value {
     pub storage: Arc<Storage>,
     pub layout: Layout,
 }
 
 impl Value {
-    pub fn f32(data: Vec<f32>, shape: &[usize]) -> Value {
+    pub(crate) fn f32(data: Vec<f32>, shape: &[usize]) -> Value {
         Value {
             storage: Arc::new(Storage::F32(data)),
             layout: Layout::contiguous(shape),
         }
     }
 
-    pub fn i32(data: Vec<i32>, shape: &[usize]) -> Value {
+    pub(crate) fn i32(data: Vec<i32>, shape: &[usize]) -> Value {
         Value {
             storage: Arc::new(Storage::I32(data)),
             layout: Layout::contiguous(shape),
@@ -63,7 +63,7 @@ impl Value {
 
     /// A constant of `shape`: one element seen through stride 0, so a
     /// constant of any size costs one element.
-    pub fn constant(v: f32, dtype: DType, shape: &[usize]) -> Value {
+    pub(crate) fn constant(v: f32, dtype: DType, shape: &[usize]) -> Value {
         let storage = match dtype {
             DType::F32 => Storage::F32(vec![v]),
             DType::I32 => Storage::I32(vec![v as i32]),
@@ -79,16 +79,82 @@ impl Value {
     }
 
     /// The elements in row-major order (copies only when the layout is not dense).
-    pub fn layout_gather<T: Copy + Send + Sync>(&self, data: &[T]) -> Vec<T> {
+    pub(crate) fn layout_gather<T: Copy + Send + Sync>(&self, data: &[T]) -> Vec<T> {
         cpu::strided_copy(data, &self.layout)
     }
 
-    /// This value in host memory (downloaded when it lives on a GPU).
-    pub fn to_host(&self) -> crate::Result<Value> {
+    /// This value in host memory: the read-back half of the boundary
+    /// (downloaded, waiting for the device, when it lives on a GPU).
+    pub(crate) fn to_host(&self) -> Result<Value> {
         gpu::to_host(self)
     }
 
-    pub fn is_on_gpu(&self) -> bool {
+    pub(crate) fn is_on_gpu(&self) -> bool {
         matches!(self.storage.as_ref(), Storage::Gpu(_))
     }
+}
+
+/// What a backend tells the scheduler before it plans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Most distinct inputs one fused elementwise kernel may read.
+    pub max_fused_inputs: usize,
+}
+
+/// One realize's work on one device.
+pub(crate) trait Session {
+    /// Run one primitive on values of this device (or host values, which
+    /// the session brings over); one value per output of `op`.
+    /// `shape`/`dtype` are the node's (its first output's).
+    fn exec(
+        &mut self,
+        op: &Op,
+        inputs: &[Value],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<Value>>;
+    /// Run a fused elementwise program over its leaves.
+    fn fused(&mut self, program: &Program, leaves: &[Value], shape: &[usize]) -> Result<Value>;
+    /// A host value placed on this device.
+    fn adopt(&mut self, host: Value) -> Result<Value>;
+    /// Make everything recorded happen and report what the device raised
+    /// meanwhile; returns the kernel dispatches it recorded (0 on the cpu).
+    fn finish(self: Box<Self>) -> Result<usize>;
+}
+
+/// The limits of `device`'s backend.
+pub(crate) fn limits(device: Device) -> Result<Limits> {
+    match device {
+        Device::Cpu => Ok(cpu::LIMITS),
+        Device::Gpu(id) => gpu::limits(id),
+    }
+}
+
+/// Open a session on `device`.
+pub(crate) fn begin(device: Device) -> Result<Box<dyn Session>> {
+    match device {
+        Device::Cpu => Ok(Box::new(cpu::CpuSession)),
+        Device::Gpu(id) => gpu::begin(id),
+    }
+}
+
+/// A 32-bit integer hash with good avalanche (Wellons' lowbias32); chosen
+/// because WGSL has only 32-bit integers, so both backends agree bit for bit.
+#[inline(always)]
+pub(crate) fn hash32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The two 32-bit keys of `Op::Rand`'s generator: element i is
+/// `hash32(hash32(i + k1) ^ k2) >> 8` scaled to [0, 1).
+pub(crate) fn rand_keys(seed: u64) -> (u32, u32) {
+    (
+        hash32(seed as u32),
+        hash32((seed >> 32) as u32 ^ 0x9e37_79b9),
+    )
 }

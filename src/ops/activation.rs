@@ -7,7 +7,7 @@ impl Tensor {
     /// max(x, 0), with gradient 0 at 0 (as PyTorch).
     pub fn relu(&self) -> Tensor {
         let x = self.to_f32();
-        let zero = Tensor::zeros(x.shape());
+        let zero = x.zeros_like();
         Tensor::where_(&x.gt_scalar(0.0), &x, &zero).unwrap_or_else(|_| unreachable!("same shapes"))
     }
 
@@ -92,7 +92,7 @@ impl Tensor {
         if !train || p == 0.0 {
             return Ok(self.clone());
         }
-        let keep = Tensor::rand(self.shape())
+        let keep = crate::with_device(*self.device(), || Tensor::rand(self.shape()))
             .gt_scalar(p)
             .mul_scalar(1.0 / (1.0 - p));
         self.mul(&keep)

@@ -122,6 +122,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         ensure_f32("conv2d", self)?;
         ensure_f32("conv2d", weight)?;
+        crate::ops::same_device("conv2d", &[self, weight])?;
         ensure_rank("conv2d", self, 4, "input [n, c, h, w]")?;
         ensure_rank("conv2d", weight, 4, "weight [o, c/groups, kh, kw]")?;
         let g = opts.geom();
@@ -145,6 +146,8 @@ impl Tensor {
         output_padding: (usize, usize),
     ) -> Result<Tensor> {
         ensure_f32("conv_transpose2d", self)?;
+        ensure_f32("conv_transpose2d", weight)?;
+        crate::ops::same_device("conv_transpose2d", &[self, weight])?;
         ensure_rank("conv_transpose2d", self, 4, "input [n, c_in, h, w]")?;
         ensure_rank(
             "conv_transpose2d",
@@ -377,6 +380,7 @@ impl Tensor {
 
 fn add_channel_bias(op: &'static str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let Some(b) = bias else { return Ok(y) };
+    crate::ops::same_device(op, &[&y, b])?;
     if b.shape() != [y.shape()[1]] {
         return Err(Error::shape(
             op,

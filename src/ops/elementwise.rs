@@ -34,6 +34,7 @@ impl Tensor {
         other: &Tensor,
         name: &'static str,
     ) -> Result<Tensor> {
+        crate::ops::same_device(name, &[self, other])?;
         if self.dtype() != other.dtype() {
             return Err(Error::DType {
                 op: name,
@@ -64,7 +65,7 @@ impl Tensor {
     }
 
     fn scalar_like(&self, v: f32) -> Tensor {
-        Tensor::full(self.shape(), v)
+        Tensor::full_on(self.shape(), v, *self.device())
     }
 
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
@@ -74,7 +75,7 @@ impl Tensor {
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let neg = match other.dtype() {
             DType::F32 => other.neg(),
-            DType::I32 => other.mul(&Tensor::full(other.shape(), -1.0).cast(DType::I32))?,
+            DType::I32 => other.mul(&other.scalar_like(-1.0).cast(DType::I32))?,
         };
         self.binary(BinaryOp::Add, &neg, "sub")
     }
@@ -194,6 +195,7 @@ impl Tensor {
 
     /// `cond ? a : b` elementwise (cond nonzero means true), all three broadcast.
     pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        crate::ops::same_device("where", &[cond, a, b])?;
         if a.dtype() != b.dtype() {
             return Err(Error::DType {
                 op: "where",
@@ -281,8 +283,8 @@ impl Tensor {
             ));
         }
         let x = self.to_f32();
-        let lo = Tensor::full(x.shape(), min);
-        let hi = Tensor::full(x.shape(), max);
+        let lo = x.scalar_like(min);
+        let hi = x.scalar_like(max);
         let upper = Tensor::where_(&x.gt_scalar(max), &hi, &x)?;
         Tensor::where_(&x.lt_scalar(min), &lo, &upper)
     }

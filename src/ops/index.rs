@@ -22,6 +22,7 @@ impl Tensor {
     pub fn gather(&self, axis: isize, index: &Tensor) -> Result<Tensor> {
         ensure_f32("gather", self)?;
         ensure_i32("gather", index)?;
+        crate::ops::same_device("gather", &[self, index])?;
         let ax = normalize_axis("gather", axis, self.shape())?;
         if !index_fits(index, self, ax) {
             return Err(Error::shape(
@@ -57,6 +58,7 @@ impl Tensor {
         ensure_f32("scatter_add", self)?;
         ensure_f32("scatter_add", src)?;
         ensure_i32("scatter_add", index)?;
+        crate::ops::same_device("scatter_add", &[self, index, src])?;
         let ax = normalize_axis("scatter_add", axis, self.shape())?;
         let fits = index.shape() == src.shape() && index_fits(index, self, ax);
         if !fits {
@@ -79,6 +81,7 @@ impl Tensor {
                 "weight must be [vocab, dim]",
             ));
         }
+        crate::ops::same_device("embedding", &[weight, ids])?;
         let dim = weight.shape()[1];
         let n = ids.numel();
         let idx = ids.reshape(&[n, 1])?.expand(&[n, dim])?;
@@ -91,7 +94,16 @@ impl Tensor {
     /// f32 one-hot rows `[..ids, classes]` for integer ids.
     pub fn one_hot(ids: &Tensor, classes: usize) -> Result<Tensor> {
         ensure_i32("one_hot", ids)?;
-        let c = Tensor::arange_i32(0, classes as i32, 1)?;
+        let classes_i32 = i32::try_from(classes)
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| {
+                Error::param(
+                    "one_hot",
+                    format!("{classes} classes: the class count must lie in 1..=2^31-1"),
+                )
+            })?;
+        let c = crate::with_device(*ids.device(), || Tensor::arange_i32(0, classes_i32, 1))?;
         ids.unsqueeze(-1)?.eq(&c)
     }
 }

@@ -11,6 +11,7 @@ impl Tensor {
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::ensure_f32("matmul", self)?;
         crate::ops::ensure_f32("matmul", other)?;
+        crate::ops::same_device("matmul", &[self, other])?;
         if self.rank() == 0 || other.rank() == 0 {
             return Err(Error::shape(
                 "matmul",

@@ -50,3 +50,21 @@ pub(crate) fn ensure_rank(op: &'static str, t: &Tensor, rank: usize, what: &str)
     }
     Ok(())
 }
+
+/// All operands on one device, or an error naming both devices and the fix.
+pub(crate) fn same_device(op: &'static str, ts: &[&Tensor]) -> Result<()> {
+    if let Some((first, rest)) = ts.split_first() {
+        if let Some(other) = rest.iter().find(|t| t.device() != first.device()) {
+            return Err(Error::param(
+                op,
+                format!(
+                    "operands live on {} and {}; move one with .to(device) (e.g. x.to({}))",
+                    first.device(),
+                    other.device(),
+                    first.device()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

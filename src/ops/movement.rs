@@ -182,6 +182,7 @@ impl Tensor {
         let first = tensors
             .first()
             .ok_or_else(|| Error::param("cat", "needs at least one tensor"))?;
+        crate::ops::same_device("cat", &tensors.iter().collect::<Vec<_>>())?;
         let ax = normalize_axis("cat", axis, first.shape())?;
         for t in tensors {
             let fits = t.rank() == first.rank()

@@ -106,7 +106,8 @@ impl Tensor {
         // Score n - i at maxima, 0 elsewhere: the largest score is the first maximum.
         let mut idx_shape = vec![1; self.rank()];
         idx_shape[ax] = n;
-        let rev = Tensor::arange(n as f32, 0.0, -1.0)?.reshape(&idx_shape)?;
+        let rev = crate::with_device(*self.device(), || Tensor::arange(n as f32, 0.0, -1.0))?
+            .reshape(&idx_shape)?;
         let best = is_max.mul(&rev)?.reduce(ReduceOp::Max, &[ax], keepdim);
         Ok(best.rsub_scalar(n as f32).cast(DType::I32))
     }

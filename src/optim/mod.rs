@@ -46,7 +46,7 @@ impl Parameter {
                 "a parameter keeps its shape",
             ));
         }
-        *cur = value.detach();
+        *cur = value.to(*cur.device()).detach();
         PENDING.with(|p| p.borrow_mut().push((self.clone(), cur.clone())));
         Ok(())
     }
@@ -76,6 +76,7 @@ impl Parameter {
                 "a parameter keeps its shape",
             ));
         }
+        let value = value.to(*cur.device());
         value.realize()?;
         let trainable = cur.requires_grad();
         *cur = if trainable {
@@ -209,7 +210,7 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(params: Vec<Parameter>, lr: f32) -> Sgd {
-        let velocity = params.iter().map(|p| Tensor::zeros(&p.shape())).collect();
+        let velocity = params.iter().map(|p| p.get().zeros_like()).collect();
         Sgd {
             params,
             lr,
@@ -303,7 +304,7 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(params: Vec<Parameter>, lr: f32) -> Adam {
-        let zeros = |p: &Parameter| Tensor::zeros(&p.shape());
+        let zeros = |p: &Parameter| p.get().zeros_like();
         Adam {
             m: params.iter().map(zeros).collect(),
             v: params.iter().map(zeros).collect(),

@@ -36,15 +36,13 @@ macro_rules! backend_tests {
 pub fn gpu_device() -> Option<shadergrad::Device> {
     static DEVICE: std::sync::OnceLock<Option<shadergrad::Device>> = std::sync::OnceLock::new();
     let required = std::env::var("SHADERGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    let device = DEVICE
-        .get_or_init(|| match shadergrad::Device::gpu(0) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                eprintln!("skipping gpu tests: {e}");
-                None
-            }
-        })
-        .clone();
+    let device = *DEVICE.get_or_init(|| match shadergrad::Device::gpu(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipping gpu tests: {e}");
+            None
+        }
+    });
     assert!(
         device.is_some() || !required,
         "SHADERGRAD_REQUIRE_GPU=1 but no GPU adapter opened (see the message above)"

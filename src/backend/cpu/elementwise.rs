@@ -5,7 +5,8 @@ use rayon::prelude::*;
 use super::{f32_data, i32_data, PAR_MIN};
 use crate::backend::{Storage, Value};
 use crate::op::{BinaryOp, UnaryOp};
-use crate::shape::Layout;
+use crate::schedule::fusion::Program;
+use crate::shape::{collapse, Layout};
 use crate::{DType, Result};
 
 /// A dense output of `n` elements written by `f(offset, chunk)` over
@@ -39,46 +40,6 @@ fn fill<T: Send + Copy>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
             o.write(f(start + j));
         }
     })
-}
-
-/// Merge adjacent axes wherever every operand's layout allows it (axis d
-/// folds into d+1 when `stride[d] == stride[d+1] * shape[d+1]`, broadcast
-/// zeros included), so rows get as long as possible: a per-channel bias
-/// over `[n, c, h, w]` becomes runs of `h * w` instead of `w`.
-pub(crate) fn collapse(shape: &[usize], layouts: &[&Layout]) -> (Vec<usize>, Vec<Layout>) {
-    let mut out_shape: Vec<usize> = Vec::new();
-    let mut strides: Vec<Vec<usize>> = vec![Vec::new(); layouts.len()];
-    for (d, &size) in shape.iter().enumerate() {
-        if size == 1 {
-            continue;
-        }
-        let mergeable = !out_shape.is_empty()
-            && layouts
-                .iter()
-                .enumerate()
-                .all(|(k, l)| strides[k].last() == Some(&(l.strides[d] * size)));
-        if mergeable {
-            *out_shape.last_mut().expect("non-empty") *= size;
-            for (k, l) in layouts.iter().enumerate() {
-                *strides[k].last_mut().expect("non-empty") = l.strides[d];
-            }
-        } else {
-            out_shape.push(size);
-            for (k, l) in layouts.iter().enumerate() {
-                strides[k].push(l.strides[d]);
-            }
-        }
-    }
-    let collapsed = layouts
-        .iter()
-        .zip(strides)
-        .map(|(l, st)| Layout {
-            shape: out_shape.clone(),
-            strides: st,
-            offset: l.offset,
-        })
-        .collect();
-    (out_shape, collapsed)
 }
 
 /// Fill `buf[..len]` with an operand's values at output elements `at..at +
@@ -169,21 +130,15 @@ pub(crate) fn erf(x: f32) -> f32 {
 /// One op as a one-instruction fused program: every f32 elementwise op runs
 /// through the same blocked interpreter as fused chains.
 fn single(op: crate::op::Op, inputs: &[Value]) -> Value {
-    let program = Program {
-        leaves: inputs.len(),
-        instrs: vec![Instr {
-            op,
-            args: (0..inputs.len()).collect(),
-        }],
-    };
+    let program = Program::single(op, inputs.len());
     fused(&program, inputs, &inputs[0].layout.shape)
 }
 
-pub fn unary(op: UnaryOp, x: &Value) -> Value {
+pub(crate) fn unary(op: UnaryOp, x: &Value) -> Value {
     single(crate::op::Op::Unary(op), std::slice::from_ref(x))
 }
 
-pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Value> {
+pub(crate) fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Value> {
     let shape = &a.layout.shape;
     let ints = a.storage.dtype() == DType::I32 && b.storage.dtype() == DType::I32;
     if ints {
@@ -209,7 +164,7 @@ pub fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Va
     Ok(single(crate::op::Op::Binary(op), &[a.clone(), b.clone()]))
 }
 
-pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
+pub(crate) fn where_(c: &Value, a: &Value, b: &Value) -> Value {
     let shape = &c.layout.shape;
     if a.storage.dtype() == DType::I32 {
         let (cond, x, y) = (f32_data(c), i32_data(a), i32_data(b));
@@ -224,14 +179,14 @@ pub fn where_(c: &Value, a: &Value, b: &Value) -> Value {
     single(crate::op::Op::Where, &[c.clone(), a.clone(), b.clone()])
 }
 
-pub fn cast(x: &Value, to: DType) -> Value {
+pub(crate) fn cast(x: &Value, to: DType) -> Value {
     match to {
         DType::F32 => Value::f32(f32_data(x).into_owned(), &x.layout.shape),
         DType::I32 => Value::i32(i32_data(x).into_owned(), &x.layout.shape),
     }
 }
 
-pub fn pad(x: &Value, pads: &[(usize, usize)], out_shape: &[usize]) -> Value {
+pub(crate) fn pad(x: &Value, pads: &[(usize, usize)], out_shape: &[usize]) -> Value {
     // The input lands in the interior of the output: a shrunk view of it.
     let interior: Vec<(usize, usize)> = pads
         .iter()
@@ -256,48 +211,17 @@ pub fn pad(x: &Value, pads: &[(usize, usize)], out_shape: &[usize]) -> Value {
         }
     }
 }
-
-/// A 32-bit integer hash with good avalanche (Wellons' lowbias32); chosen
-/// because WGSL has only 32-bit integers, so both backends agree bit for bit.
-#[inline(always)]
-pub(crate) fn hash32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
-}
-
 /// Uniform [0, 1) with 24 random bits: element i = hash(hash(i + k1) ^ k2).
-pub fn rand(seed: u64, n: usize) -> Vec<f32> {
-    let k1 = hash32(seed as u32);
-    let k2 = hash32((seed >> 32) as u32 ^ 0x9e37_79b9);
+pub(crate) fn rand(seed: u64, n: usize) -> Vec<f32> {
+    let (k1, k2) = crate::backend::rand_keys(seed);
     fill(n, |i| {
-        let h = hash32(hash32((i as u32).wrapping_add(k1)) ^ k2);
+        let h = crate::backend::hash32(crate::backend::hash32((i as u32).wrapping_add(k1)) ^ k2);
         (h >> 8) as f32 * (1.0 / 16_777_216.0)
     })
 }
 
-/// One instruction of a fused elementwise program. Slots `0..leaves` hold
-/// the inputs; instruction `i` writes slot `leaves + i` from earlier slots.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Instr {
-    pub op: crate::op::Op,
-    pub args: Vec<usize>,
-}
-
-/// A chain (tree) of f32 elementwise ops evaluated in one pass: no
-/// intermediate result is ever materialised. The last instruction's slot
-/// is the output.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Program {
-    pub leaves: usize,
-    pub instrs: Vec<Instr>,
-}
-
 /// Run `program` over `leaves` (f32 values of the output's shape, any layout).
-pub fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value {
+pub(crate) fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value {
     const BLOCK: usize = 512;
     let data: Vec<_> = leaves.iter().map(as_f32).collect();
     let n = crate::shape::numel(out_shape);

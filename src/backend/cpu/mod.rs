@@ -2,7 +2,7 @@
 //! with rayon, matmul and convolution on the `gemm` crate.
 
 mod conv;
-pub mod elementwise;
+pub(crate) mod elementwise;
 mod index;
 mod matmul;
 mod pool;
@@ -12,16 +12,54 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use crate::backend::{Storage, Value};
+use crate::backend::{Limits, Session, Storage, Value};
 use crate::op::Op;
+use crate::schedule::fusion::Program;
 use crate::shape::Layout;
 use crate::{DType, Error, Result};
+
+/// The interpreter reads any number of leaves; more than this many rarely
+/// pays, since each one is gathered block by block.
+pub(crate) const LIMITS: Limits = Limits {
+    max_fused_inputs: 16,
+};
+
+/// The cpu backend runs each node as it comes: a session has no state.
+pub(crate) struct CpuSession;
+
+impl Session for CpuSession {
+    fn exec(
+        &mut self,
+        op: &Op,
+        inputs: &[Value],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<Value>> {
+        Ok(vec![exec(op, inputs, shape, dtype)?])
+    }
+
+    fn fused(&mut self, program: &Program, leaves: &[Value], shape: &[usize]) -> Result<Value> {
+        let host = leaves
+            .iter()
+            .map(Value::to_host)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(elementwise::fused(program, &host, shape))
+    }
+
+    fn adopt(&mut self, host: Value) -> Result<Value> {
+        host.to_host()
+    }
+
+    fn finish(self: Box<Self>) -> Result<usize> {
+        Ok(0)
+    }
+}
 
 /// Below this many elements a kernel stays on one thread.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
 /// Run one primitive. `shape`/`dtype` are the node's (already validated).
-pub fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> Result<Value> {
+pub(crate) fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> Result<Value> {
     let host: Vec<Value>;
     let inputs = if inputs.iter().any(Value::is_on_gpu) {
         host = inputs.iter().map(Value::to_host).collect::<Result<_>>()?;
@@ -30,10 +68,10 @@ pub fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> Result<
         inputs
     };
     Ok(match op {
-        Op::Buffer => {
+        Op::Buffer | Op::Output(_) | Op::ToDevice => {
             return Err(Error::param(
-                "buffer",
-                "a buffer node has no value (internal)",
+                op.name(),
+                "internal: the scheduler runs this node itself",
             ))
         }
         Op::Full(v) => Value::constant(*v, dtype, shape),
@@ -124,7 +162,7 @@ pub(crate) fn zeroed_chunks(
 }
 
 /// A dense row-major copy (or the value itself when it already is one).
-pub fn contiguous(v: &Value) -> Value {
+pub(crate) fn contiguous(v: &Value) -> Value {
     if v.layout.is_contiguous() && v.layout.offset == 0 && v.storage.len() == v.layout.numel() {
         return v.clone();
     }
@@ -178,7 +216,7 @@ pub(crate) fn i32_data(v: &Value) -> Cow<'_, [i32]> {
 }
 
 /// Gather a strided layout into a dense row-major vector, rows in parallel.
-pub fn strided_copy<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec<T> {
+pub(crate) fn strided_copy<T: Copy + Send + Sync>(data: &[T], layout: &Layout) -> Vec<T> {
     let n = layout.numel();
     if n == 0 {
         return vec![];

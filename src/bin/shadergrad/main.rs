@@ -128,11 +128,11 @@ fn main() -> ExitCode {
             sizes,
         } => bench(&which, ms, json, &device, &sizes),
         Command::Devices => {
-            print!("{}", shadergrad::backend::gpu::devices_report());
+            print!("{}", shadergrad::devices_report());
             Ok(())
         }
     };
-    let profile = shadergrad::schedule::profile::report();
+    let profile = shadergrad::profile::report();
     if !profile.is_empty() {
         eprint!("{profile}");
     }
@@ -171,7 +171,7 @@ fn load_cifar(args: &DataArgs) -> Result<cifar10::Cifar10> {
 fn run_train(a: TrainArgs) -> Result<()> {
     let device = choose_device(&a.data.device)?;
     // Parameters, batches and every graph built from them live on `device`.
-    with_device(device.clone(), || train_on(a, &device))
+    with_device(device, || train_on(a, &device))
 }
 
 fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
@@ -240,7 +240,7 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
 
 fn run_eval(a: EvalArgs) -> Result<()> {
     let device = choose_device(&a.data.device)?;
-    with_device(device.clone(), || eval_on(a, &device))
+    with_device(device, || eval_on(a, &device))
 }
 
 fn eval_on(a: EvalArgs, device: &Device) -> Result<()> {

@@ -1,0 +1,131 @@
+//! Each primitive as dispatches of its WGSL kernel: one launcher file per
+//! shader file, each owning that shader's parameter struct and variants.
+
+pub(crate) mod copy;
+pub(crate) mod elementwise;
+pub(crate) mod fill;
+pub(crate) mod gemm;
+pub(crate) mod index;
+#[cfg(any(feature = "bench", test))]
+pub(crate) mod matmul;
+pub(crate) mod pool2d;
+pub(crate) mod reduce;
+
+use super::recorder::Recorder;
+use crate::backend::Value;
+use crate::op::Op;
+use crate::schedule::fusion::Program;
+use crate::shape::Layout;
+use crate::{DType, Error, Result};
+
+/// Threads per workgroup of the one-dimensional kernels.
+pub(crate) const WORKGROUP: u32 = 256;
+/// Most axes a kernel's shape or strides may keep after merging.
+pub(crate) const MAX_RANK: usize = 8;
+
+/// Run one primitive on the recorder's device. `shape`/`dtype` are the node's.
+pub(crate) fn exec(
+    rec: &mut Recorder,
+    op: &Op,
+    inputs: &[Value],
+    shape: &[usize],
+    dtype: DType,
+) -> Result<Vec<Value>> {
+    let inputs = inputs
+        .iter()
+        .map(|v| rec.on_device(v))
+        .collect::<Result<Vec<_>>>()?;
+    let x = |i: usize| &inputs[i];
+    let one = match op {
+        Op::Buffer | Op::Output(_) | Op::ToDevice => {
+            return Err(Error::param(
+                op.name(),
+                "internal: the scheduler runs this node itself",
+            ))
+        }
+        Op::Full(v) => rec.constant(*v, dtype, shape)?,
+        Op::Rand { seed } => fill::fill(rec, fill::Fill::Rand { seed: *seed }, shape)?,
+        Op::Arange { start, step } => {
+            let f = match dtype {
+                DType::F32 => fill::Fill::ArangeF32 {
+                    start: *start as f32,
+                    step: *step as f32,
+                },
+                DType::I32 => fill::Fill::ArangeI32 {
+                    start: *start as i32,
+                    step: *step as i32,
+                },
+            };
+            fill::fill(rec, f, shape)?
+        }
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast(_) => {
+            let program = Program::single(op.clone(), inputs.len());
+            elementwise::fused(rec, &program, &inputs, shape)?
+        }
+        Op::Detach => x(0).clone(),
+        Op::Reduce { op, axes } => reduce::reduce(rec, *op, axes, x(0))?,
+        Op::Reshape => match x(0).layout.reshape(shape) {
+            Some(layout) => view(x(0), layout),
+            None => with_shape(copy::dense(rec, x(0))?, shape),
+        },
+        Op::Permute(p) => view(x(0), x(0).layout.permute(p)),
+        Op::Expand => view(x(0), x(0).layout.expand(shape)),
+        Op::Shrink(r) => view(x(0), x(0).layout.shrink(r)),
+        Op::Pad(p) => copy::pad(rec, x(0), p, shape)?,
+        Op::Contiguous => copy::dense(rec, x(0))?,
+        Op::MatMul => gemm::matmul(rec, x(0), x(1), shape)?,
+        Op::Conv2d(g) => gemm::conv(rec, gemm::GemmMode::ConvForward, x(0), x(1), g, shape)?,
+        Op::Conv2dBackwardData(g) => {
+            gemm::conv(rec, gemm::GemmMode::ConvBackwardData, x(0), x(1), g, shape)?
+        }
+        Op::Conv2dBackwardFilter(g) => gemm::conv(
+            rec,
+            gemm::GemmMode::ConvBackwardFilter,
+            x(0),
+            x(1),
+            g,
+            shape,
+        )?,
+        Op::Pool2d { kind, geom } => pool2d::forward(rec, *kind, geom, x(0), shape)?,
+        Op::Pool2dBackward { kind, geom } => pool2d::backward(rec, *kind, geom, x(0), x(1))?,
+        Op::Gather { axis } => index::index(rec, index::Entry::Gather, x(1), x(0), *axis, shape)?,
+        Op::ScatterAdd { axis } => {
+            index::index(rec, index::Entry::ScatterAdd, x(0), x(1), *axis, shape)?
+        }
+    };
+    Ok(vec![one])
+}
+
+pub(crate) fn view(v: &Value, layout: Layout) -> Value {
+    Value {
+        storage: v.storage.clone(),
+        layout,
+    }
+}
+
+pub(crate) fn with_shape(mut v: Value, shape: &[usize]) -> Value {
+    v.layout = Layout::contiguous(shape);
+    v
+}
+
+pub(crate) fn dtype_of(v: &Value) -> DType {
+    v.storage.dtype()
+}
+
+/// `v`, or a one-element stand-in when it has no elements: every binding
+/// needs a buffer, and the kernel never reads an empty operand.
+pub(crate) fn bindable(rec: &mut Recorder, v: &Value) -> Result<Value> {
+    if v.layout.numel() == 0 {
+        rec.output("stand-in", 1, dtype_of(v))
+    } else {
+        Ok(v.clone())
+    }
+}
+
+pub(crate) fn too_many_axes(op: &'static str, shape: &[usize]) -> Error {
+    Error::shape(
+        op,
+        &[shape],
+        format!("the gpu kernels take at most {MAX_RANK} axes after merging adjacent ones, each below 2^32; reshape to fewer axes first"),
+    )
+}

@@ -1,0 +1,212 @@
+//! Device memory: size-classed buffers that return to their device's pool
+//! when dropped, uploads and downloads.
+
+use std::sync::Arc;
+
+use super::device::{gl_turn, Context};
+use super::lock;
+use crate::backend::Storage;
+use crate::{DType, Error, Result};
+
+/// Size class of an allocation: at most 1/8 larger than asked, so pooled
+/// buffers fit many nearby sizes without wasting much.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(16);
+    let top = 64 - (bytes - 1).leading_zeros();
+    let step = (1u64 << top.saturating_sub(3)).max(16);
+    bytes.div_ceil(step) * step
+}
+
+/// Bytes of `len` elements of 4 bytes, or an error naming the op.
+pub(crate) fn bytes_of(op: &'static str, len: usize) -> Result<u64> {
+    (len as u64).checked_mul(4).ok_or_else(|| {
+        Error::OutOfMemory(format!("{op}: {len} elements do not fit any device buffer"))
+    })
+}
+
+/// A device buffer holding `len` elements of `dtype`. Returns to its
+/// device's pool when dropped.
+pub struct GpuBuffer {
+    pub(crate) ctx: Arc<Context>,
+    buffer: Option<wgpu::Buffer>,
+    pub(crate) len: usize,
+    pub(crate) dtype: DType,
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GpuBuffer({} x {} on {})",
+            self.len, self.dtype, self.ctx.name
+        )
+    }
+}
+
+impl GpuBuffer {
+    pub(crate) fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            lock(&self.ctx.pool).entry(b.size()).or_default().push(b);
+        }
+    }
+}
+
+const BUFFER_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Context {
+    /// Could a kernel bind `len` elements?
+    pub(crate) fn check_elements(&self, op: &'static str, len: usize) -> Result<()> {
+        self.check_binding(op, size_class(bytes_of(op, len)?))
+    }
+
+    /// Is this the largest buffer a kernel may bind?
+    fn check_binding(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::OutOfMemory(format!(
+                "{op}: a {bytes}-byte tensor exceeds the largest storage binding of {} ({limit} bytes, {}); use a smaller batch or split the tensor",
+                self.name, self.info.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// A buffer of at least `bytes`, from the pool when one is free.
+    fn alloc_raw(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
+        let class = size_class(bytes);
+        self.check_binding(op, class)?;
+        if let Some(b) = lock(&self.pool).get_mut(&class).and_then(|v| v.pop()) {
+            return Ok(b);
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(op),
+            size: class,
+            usage: BUFFER_USAGE,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            // Free what the pool holds, so smaller work can go on.
+            lock(&self.pool).clear();
+            return Err(Error::OutOfMemory(format!(
+                "{op}: allocating {bytes} bytes on {} failed ({e}); the pool was released, so \
+                 smaller work (a smaller batch) can continue",
+                self.name
+            )));
+        }
+        Ok(b)
+    }
+
+    pub(crate) fn alloc(
+        self: &Arc<Self>,
+        op: &'static str,
+        len: usize,
+        dtype: DType,
+    ) -> Result<GpuBuffer> {
+        let buffer = self.alloc_raw(op, bytes_of(op, len)?)?;
+        Ok(GpuBuffer {
+            ctx: self.clone(),
+            buffer: Some(buffer),
+            len,
+            dtype,
+        })
+    }
+
+    /// Copy host data into a new device buffer (mapped at creation, so it
+    /// is ordered before any command that reads it).
+    pub(crate) fn upload(self: &Arc<Self>, storage: &Storage) -> Result<GpuBuffer> {
+        let (bytes, dtype): (&[u8], DType) = match storage {
+            Storage::F32(v) => (bytemuck::cast_slice(v), DType::F32),
+            Storage::I32(v) => (bytemuck::cast_slice(v), DType::I32),
+            Storage::Gpu(_) => {
+                return Err(Error::param(
+                    "upload",
+                    "internal: the value is already on a device",
+                ))
+            }
+        };
+        let class = size_class(bytes.len() as u64);
+        self.check_binding("upload", class)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("upload"),
+            size: class,
+            usage: BUFFER_USAGE,
+            mapped_at_creation: true,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            lock(&self.pool).clear();
+            return Err(Error::OutOfMemory(format!(
+                "upload: {} bytes to {} failed ({e})",
+                bytes.len(),
+                self.name
+            )));
+        }
+        // An empty tensor still gets a (minimum-size) buffer to bind.
+        if !bytes.is_empty() {
+            let mut view = buffer
+                .get_mapped_range_mut(..bytes.len() as u64)
+                .map_err(|e| Error::Device(format!("upload: mapping failed: {e}")))?;
+            view.slice(..).copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        Ok(GpuBuffer {
+            ctx: self.clone(),
+            buffer: Some(buffer),
+            len: storage.len(),
+            dtype,
+        })
+    }
+
+    /// Read a buffer back (waits for all submitted work).
+    pub(crate) fn download(&self, b: &GpuBuffer) -> Result<Storage> {
+        let _turn = gl_turn(self.info.backend);
+        self.check_alive()?;
+        let bytes = bytes_of("download", b.len)?;
+        if bytes == 0 {
+            return Ok(match b.dtype {
+                DType::F32 => Storage::F32(vec![]),
+                DType::I32 => Storage::I32(vec![]),
+            });
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(b.raw(), 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Device("download: the map callback never ran".into()))?
+            .map_err(|e| Error::Device(format!("download: mapping failed: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Device(format!("download: {e}")))?;
+            match b.dtype {
+                DType::F32 => Storage::F32(bytemuck::cast_slice(&view).to_vec()),
+                DType::I32 => Storage::I32(bytemuck::cast_slice(&view).to_vec()),
+            }
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}

@@ -1,0 +1,336 @@
+//! A `Recorder` holds one realize's GPU work: every dispatch goes into one
+//! command encoder, submitted once at the end.
+//!
+//! A buffer the recorder has bound stays with it until the submit, and is
+//! reused inside the same encoder as soon as the scheduler drops its last
+//! use (commands run in order), so reuse follows liveness without racing
+//! other threads' encoders; after the submit, buffers return to the pool.
+
+use std::sync::Arc;
+
+use super::device::{gl_turn, Context, GlTurnGuard};
+use super::pipeline::KernelParams;
+use super::pool::size_class;
+use super::{lock, to_host};
+use crate::backend::{Storage, Value};
+use crate::shape::Layout;
+use crate::{DType, Error, Result};
+
+/// Bytes of each parameter buffer of a recording (many dispatches' slots).
+const UNIFORM_BUFFER_BYTES: u64 = 64 << 10;
+/// Workgroups per dispatch dimension (WebGPU's default limit).
+pub(crate) const MAX_GROUPS: u32 = 65_535;
+
+/// One binding of a dispatch.
+pub(crate) enum Bind<'a> {
+    Read(&'a Value),
+    /// An output from `Recorder::output`.
+    Write(&'a Value),
+    /// A binding this entry point does not use.
+    Skip,
+}
+
+/// Records one realize's dispatches into a single command encoder.
+pub(crate) struct Recorder {
+    pub(crate) ctx: Arc<Context>,
+    encoder: Option<wgpu::CommandEncoder>,
+    /// Storage this encoder binds, held until submit (see the module doc);
+    /// an entry nobody else holds is free for later dispatches of this encoder.
+    held: Vec<Arc<Storage>>,
+    dispatches: usize,
+    /// Parameter buffers of this recording (see `uniform_slot`).
+    uniforms: Vec<wgpu::Buffer>,
+    uniform_used: u64,
+    uniform_mapped: bool,
+    error_scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
+    /// A word kernels set when they meet an out-of-range index.
+    pub(crate) index_flag: Option<Value>,
+    /// Dropped last: the GL turn outlives everything recorded.
+    _turn: Option<GlTurnGuard>,
+}
+
+impl Recorder {
+    pub(crate) fn new(ctx: Arc<Context>) -> Result<Recorder> {
+        let turn = gl_turn(ctx.info.backend);
+        ctx.check_alive()?;
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("realize"),
+            });
+        Ok(Recorder {
+            ctx,
+            encoder: Some(encoder),
+            held: Vec::new(),
+            dispatches: 0,
+            uniforms: Vec::new(),
+            uniform_used: 0,
+            uniform_mapped: false,
+            error_scopes: Some((oom, validation)),
+            index_flag: None,
+            _turn: turn,
+        })
+    }
+
+    pub(crate) fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    /// An output buffer: one this encoder no longer needs, else from the pool.
+    pub(crate) fn output(&mut self, op: &'static str, len: usize, dtype: DType) -> Result<Value> {
+        let class = size_class(super::pool::bytes_of(op, len)?);
+        if let Some(pos) = self.held.iter().position(|s| {
+            Arc::strong_count(s) == 1
+                && matches!(s.as_ref(), Storage::Gpu(b) if b.raw().size() == class)
+        }) {
+            let old = self.held.swap_remove(pos);
+            if let Ok(Storage::Gpu(mut b)) = Arc::try_unwrap(old) {
+                b.len = len;
+                b.dtype = dtype;
+                let storage = Arc::new(Storage::Gpu(b));
+                self.held.push(storage.clone());
+                return Ok(Value {
+                    storage,
+                    layout: Layout::contiguous(&[len]),
+                });
+            }
+        }
+        let b = self.ctx.alloc(op, len, dtype)?;
+        let storage = Arc::new(Storage::Gpu(b));
+        // Written by this encoder: it must not reach the shared pool before submit.
+        self.held.push(storage.clone());
+        Ok(Value {
+            storage,
+            layout: Layout::contiguous(&[len]),
+        })
+    }
+
+    /// A constant of `shape` on the device: a cached element seen through
+    /// stride 0.
+    pub(crate) fn constant(&mut self, v: f32, dtype: DType, shape: &[usize]) -> Result<Value> {
+        /// Distinct constants kept (a decaying learning rate makes new ones each step).
+        const MAX_CONSTANTS: usize = 4096;
+        let key = (v.to_bits(), dtype);
+        let cached = lock(&self.ctx.constants).get(&key).cloned();
+        let one = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.on_device(&Value::constant(v, dtype, &[1]))?;
+                let mut table = lock(&self.ctx.constants);
+                if table.len() >= MAX_CONSTANTS {
+                    table.clear();
+                }
+                table.insert(key, c.clone());
+                c
+            }
+        };
+        let mut view = Value::constant(v, dtype, shape);
+        view.storage = one.storage;
+        Ok(view)
+    }
+
+    /// This value on the device: uploaded when it lives on the host.
+    pub(crate) fn on_device(&mut self, v: &Value) -> Result<Value> {
+        if let Storage::Gpu(b) = v.storage.as_ref() {
+            if Arc::ptr_eq(&b.ctx, &self.ctx) {
+                return Ok(v.clone());
+            }
+            // Another device's value goes through the host.
+            let host = b.ctx.download(b)?;
+            let up = self.ctx.upload(&host)?;
+            return Ok(Value {
+                storage: Arc::new(Storage::Gpu(up)),
+                layout: v.layout.clone(),
+            });
+        }
+        let up = self.ctx.upload(&v.storage)?;
+        Ok(Value {
+            storage: Arc::new(Storage::Gpu(up)),
+            layout: v.layout.clone(),
+        })
+    }
+
+    /// A slot holding one dispatch's parameters: (index into `uniforms`,
+    /// offset). Slots come from buffers mapped at creation and written in
+    /// place, so a dispatch costs no buffer of its own; `unmap_uniforms`
+    /// runs before the submit.
+    fn uniform_slot(&mut self, bytes: &[u8]) -> Result<(usize, u64)> {
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
+        let slot = (bytes.len() as u64).next_multiple_of(align.max(16));
+        if self.uniforms.is_empty() || self.uniform_used + slot > UNIFORM_BUFFER_BYTES {
+            self.unmap_uniforms();
+            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: UNIFORM_BUFFER_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: true,
+            });
+            self.uniforms.push(buffer);
+            self.uniform_used = 0;
+            self.uniform_mapped = true;
+        }
+        let index = self.uniforms.len() - 1;
+        let offset = self.uniform_used;
+        {
+            let mut view = self.uniforms[index]
+                .get_mapped_range_mut(offset..offset + bytes.len() as u64)
+                .map_err(|e| Error::Device(format!("dispatch: mapping parameters failed: {e}")))?;
+            view.slice(..).copy_from_slice(bytes);
+        }
+        self.uniform_used += slot;
+        Ok((index, offset))
+    }
+
+    fn unmap_uniforms(&mut self) {
+        if self.uniform_mapped {
+            if let Some(b) = self.uniforms.last() {
+                b.unmap();
+            }
+            self.uniform_mapped = false;
+        }
+    }
+
+    /// Record one dispatch of `pipeline` with `params` at binding 0 and
+    /// `binds` at bindings 1.., over `groups` workgroups.
+    pub(crate) fn dispatch<P: KernelParams>(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        params: &P,
+        binds: &[Bind<'_>],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let bytes = bytemuck::bytes_of(params);
+        let (uniform, offset) = self.uniform_slot(bytes)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.uniforms[uniform],
+                offset,
+                size: std::num::NonZeroU64::new(bytes.len() as u64),
+            }),
+        }];
+        for (i, b) in binds.iter().enumerate() {
+            let (Bind::Read(v) | Bind::Write(v)) = b else {
+                continue;
+            };
+            let Storage::Gpu(buf) = v.storage.as_ref() else {
+                return Err(Error::param("dispatch", "internal: a host value was bound"));
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: 1 + i as u32,
+                resource: buf.raw().as_entire_binding(),
+            });
+        }
+        let group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            });
+        // Outputs are already held (`output`); inputs are held from here on.
+        for b in binds {
+            if let Bind::Read(v) = b {
+                if !self.held.iter().any(|h| Arc::ptr_eq(h, &v.storage)) {
+                    self.held.push(v.storage.clone());
+                }
+            }
+        }
+        let encoder = self.encoder.as_mut().expect("present until submit");
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Zero a buffer (recorded in order with the dispatches).
+    pub(crate) fn clear(&mut self, v: &Value) {
+        if let Storage::Gpu(b) = v.storage.as_ref() {
+            let encoder = self.encoder.as_mut().expect("present until submit");
+            encoder.clear_buffer(b.raw(), 0, None);
+        }
+    }
+
+    /// Submit everything recorded; report errors the device raised meanwhile.
+    pub(crate) fn submit(mut self) -> Result<()> {
+        self.unmap_uniforms();
+        let encoder = self.encoder.take().expect("present until submit");
+        self.ctx.queue.submit([encoder.finish()]);
+        let errors = self.error_scopes.take().map(|(oom, validation)| {
+            let v = pollster::block_on(validation.pop());
+            let o = pollster::block_on(oom.pop());
+            (o, v)
+        });
+        if let Some((o, v)) = errors {
+            if let Some(e) = o {
+                lock(&self.ctx.pool).clear();
+                return Err(Error::OutOfMemory(format!(
+                    "{} ran out of memory ({e}); the buffer pool was released, so smaller work \
+                     (a smaller batch) can continue",
+                    self.ctx.name
+                )));
+            }
+            if let Some(e) = v {
+                return Err(Error::Device(format!(
+                    "wgpu validation failed on {}: {e}",
+                    self.ctx.name
+                )));
+            }
+        }
+        if let Some(flag) = self.index_flag.take() {
+            let host = to_host(&flag)?;
+            if let Storage::I32(v) = host.storage.as_ref() {
+                if v[0] != 0 {
+                    return Err(Error::param(
+                        "gather/scatter_add",
+                        format!(
+                            "index {} is out of range for its axis; indices must lie in 0..size",
+                            v[1]
+                        ),
+                    ));
+                }
+            }
+        }
+        self.ctx.check_alive()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // An abandoned recording (an error midway) still submits what it
+        // has, so buffers return to the pool in a consistent order.
+        if let Some(encoder) = self.encoder.take() {
+            self.unmap_uniforms();
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        // Scopes pop innermost first.
+        if let Some((oom, validation)) = self.error_scopes.take() {
+            drop(validation);
+            drop(oom);
+        }
+    }
+}
+
+/// Workgroup grid for `n` invocations at `size` per group, folded into y
+/// when x would exceed the dispatch limit. Kernels rebuild the flat index as
+/// `gid.x + gid.y * nwg.x * size`.
+pub(crate) fn grid(n: usize, size: u32) -> (u32, u32, u32) {
+    let groups = (n as u64).div_ceil(size as u64).max(1);
+    if groups <= MAX_GROUPS as u64 {
+        (groups as u32, 1, 1)
+    } else {
+        let y = groups.div_ceil(MAX_GROUPS as u64);
+        (MAX_GROUPS, y as u32, 1)
+    }
+}

@@ -1,0 +1,179 @@
+//! The wgpu backend's sources checked without a device: every shader file
+//! and every kind of emitted kernel validates with naga, and every kernel's
+//! parameter struct has the layout of its WGSL twin. Then one check with a
+//! device: a kernel that fails to compile is a named error.
+
+use super::kernels::{copy, elementwise, fill, gemm, index, pool2d, reduce};
+use super::pipeline::{layout_mismatch, validate_wgsl, KernelParams, Shader};
+use crate::op::{BinaryOp, Op, UnaryOp};
+use crate::schedule::fusion::{Instr, Program};
+use crate::shape::Layout;
+use crate::DType;
+
+#[track_caller]
+fn validate(name: &str, src: &str) {
+    if let Err(e) = validate_wgsl(name, src) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn every_shader_file_validates_with_naga() {
+    // Every file in shaders/ is compiled in and listed, so none escapes validation.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .expect("shaders/ exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = Shader::ALL.iter().map(|s| s.file().to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "shaders/ and Shader::ALL differ");
+    for s in Shader::ALL {
+        validate(s.file(), s.source());
+    }
+}
+
+#[track_caller]
+fn same_layout<P: KernelParams>(source: &str) {
+    if let Some(diff) = layout_mismatch::<P>(source) {
+        panic!("{diff}");
+    }
+}
+
+#[test]
+fn parameter_structs_match_their_wgsl_structs() {
+    same_layout::<copy::CopyParams>(Shader::Copy.source());
+    same_layout::<fill::FillParams>(Shader::Fill.source());
+    same_layout::<reduce::ReduceParams>(Shader::Reduce.source());
+    same_layout::<gemm::GemmParams>(Shader::Gemm.source());
+    same_layout::<gemm::GemmParams>(Shader::Matmul.source());
+    same_layout::<pool2d::PoolParams>(Shader::Pool2d.source());
+    same_layout::<index::IndexParams>(Shader::Index.source());
+    let emitted = elementwise::elementwise(
+        &Program::single(Op::Unary(UnaryOp::Neg), 1),
+        &[(DType::F32, &Layout::contiguous(&[3]))],
+        &[3],
+    )
+    .expect("emits");
+    same_layout::<elementwise::ElementwiseParams>(&emitted.source);
+    same_layout::<elementwise::Operand>(&emitted.source);
+}
+
+#[test]
+fn a_changed_field_is_caught() {
+    // The check itself must be able to fail: one field out of place.
+    let wrong = Shader::Fill
+        .source()
+        .replace("    a: u32,\n    b: u32,", "    b: u32,\n    a: u32,");
+    assert!(layout_mismatch::<fill::FillParams>(&wrong).is_some());
+    let short = Shader::Fill.source().replace("    _pad: u32,\n", "");
+    assert!(layout_mismatch::<fill::FillParams>(&short).is_some());
+}
+
+#[test]
+fn emitted_kernels_validate_with_naga() {
+    let shape = [7, 33];
+    let dense = Layout::contiguous(&shape);
+    let scalar = Layout {
+        shape: shape.to_vec(),
+        strides: vec![0, 0],
+        offset: 3,
+    };
+    let transposed = Layout {
+        shape: shape.to_vec(),
+        strides: vec![1, 7],
+        offset: 0,
+    };
+    let mut programs: Vec<(Program, Vec<(DType, &Layout)>)> = Vec::new();
+    for u in [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Recip,
+        UnaryOp::Sin,
+        UnaryOp::Tanh,
+        UnaryOp::Erf,
+    ] {
+        programs.push((
+            Program::single(Op::Unary(u), 1),
+            vec![(DType::F32, &transposed)],
+        ));
+    }
+    for b in [
+        BinaryOp::Add,
+        BinaryOp::Mul,
+        BinaryOp::Max,
+        BinaryOp::Pow,
+        BinaryOp::CmpLt,
+        BinaryOp::CmpEq,
+    ] {
+        for t in [DType::F32, DType::I32] {
+            programs.push((
+                Program::single(Op::Binary(b), 2),
+                vec![(t, &dense), (t, &scalar)],
+            ));
+        }
+    }
+    for t in [DType::F32, DType::I32] {
+        programs.push((
+            Program::single(Op::Where, 3),
+            vec![(DType::F32, &dense), (t, &transposed), (t, &scalar)],
+        ));
+        programs.push((Program::single(Op::Cast(DType::F32), 1), vec![(t, &dense)]));
+        programs.push((Program::single(Op::Cast(DType::I32), 1), vec![(t, &dense)]));
+    }
+    // A fused chain over the most leaves a kernel may bind.
+    let max = elementwise::MAX_LEAVES;
+    let mut instrs = vec![Instr {
+        op: Op::Binary(BinaryOp::Mul),
+        args: vec![0, 1],
+    }];
+    for k in 2..max {
+        instrs.push(Instr {
+            op: Op::Binary(BinaryOp::Add),
+            args: vec![max + k - 2, k],
+        });
+    }
+    instrs.push(Instr {
+        op: Op::Unary(UnaryOp::Tanh),
+        args: vec![max + instrs.len() - 1],
+    });
+    let leaves = (0..max)
+        .map(|k| (DType::F32, [&dense, &scalar, &transposed][k % 3]))
+        .collect();
+    programs.push((
+        Program {
+            leaves: max,
+            instrs,
+        },
+        leaves,
+    ));
+    for (i, (program, leaves)) in programs.iter().enumerate() {
+        let kernel = elementwise::elementwise(program, leaves, &shape).expect("emits");
+        validate(&format!("emitted kernel {i} ({program:?})"), &kernel.source);
+    }
+}
+
+/// A kernel that does not compile is an error naming it, not an abort.
+#[test]
+fn a_kernel_that_fails_to_compile_is_named() {
+    let id = match super::device::open(0) {
+        Ok(id) => id,
+        Err(e) => {
+            let required = std::env::var("SHADERGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
+            assert!(!required, "SHADERGRAD_REQUIRE_GPU=1 but {e}");
+            return;
+        }
+    };
+    let ctx = super::device::context(id).expect("opened");
+    let broken = "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }";
+    let err = ctx
+        .generated_pipeline("broken.wgsl", broken)
+        .expect_err("must not compile");
+    assert!(err.to_string().contains("kernel broken.wgsl"), "{err}");
+    // The device is still usable afterwards.
+    ctx.check_alive().expect("alive");
+}

@@ -1,0 +1,119 @@
+//! Where a tensor's graph runs: the cpu backend or one opened GPU.
+//!
+//! Rules (enforced by the ops and the scheduler):
+//! - a leaf (data, constant, random) is placed on the thread's default
+//!   device (`with_device`), every other node on its inputs' device;
+//! - an op whose inputs live on two devices is an error that says to move
+//!   one with [`Tensor::to`](crate::Tensor::to);
+//! - a gradient lives on its tensor's device, wherever `backward` is called;
+//! - GPUs are named `gpu:N`, N being the adapter's place in `shadergrad
+//!   devices`, in the API, the CLI and every message; a device an
+//!   application registered with [`Device::from_wgpu`] is `gpu:appK`.
+
+use std::fmt;
+
+use crate::backend::gpu;
+use crate::{Error, Result};
+
+/// A backend and, for GPUs, which opened device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The pure-Rust backend: the executable specification, multi-threaded.
+    Cpu,
+    /// An opened wgpu device (`Device::gpu`, `Device::parse`, `Device::from_wgpu`).
+    Gpu(GpuId),
+}
+
+/// An opened GPU device of this process. Its name (`gpu:N`) is what
+/// `Display` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GpuId(pub(crate) u32);
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Gpu(id) => f.write_str(&gpu::device::name(*id)),
+        }
+    }
+}
+
+impl Device {
+    /// Adapter `ordinal` in the order `shadergrad devices` lists them (best
+    /// first), opened once per process with the adapter's own limits. Its
+    /// name is `gpu:{ordinal}`.
+    pub fn gpu(ordinal: usize) -> Result<Device> {
+        gpu::device::open(ordinal).map(Device::Gpu)
+    }
+
+    /// The best hardware adapter (discrete, integrated, virtual), else the
+    /// cpu backend. Software rasterisers (llvmpipe, SwiftShader, WARP) run
+    /// our kernels about a hundred times slower than the cpu backend does,
+    /// so `auto` skips them; `gpu` or `gpu:N` still selects one.
+    pub fn auto() -> Device {
+        let best = gpu::device::with_adapters(|list| {
+            list.iter()
+                .position(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+        });
+        match best {
+            Some(i) => Device::gpu(i).unwrap_or(Device::Cpu),
+            None => Device::Cpu,
+        }
+    }
+
+    /// `auto`, `cpu`, `gpu` (the first adapter), `gpu:N`, or `gpu:appK` (a
+    /// device the application registered).
+    pub fn parse(s: &str) -> Result<Device> {
+        let s = s.trim();
+        match s {
+            "cpu" => return Ok(Device::Cpu),
+            "auto" => return Ok(Device::auto()),
+            "gpu" => return Device::gpu(0),
+            _ => {}
+        }
+        if let Some(id) = s
+            .starts_with("gpu:app")
+            .then(|| gpu::device::find(s))
+            .flatten()
+        {
+            return Ok(Device::Gpu(id));
+        }
+        match s.strip_prefix("gpu:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Device::gpu(n),
+            _ => Err(Error::param(
+                "device",
+                format!(
+                    "unknown device {s:?}; use auto, gpu, gpu:N (see `shadergrad devices`) or cpu"
+                ),
+            )),
+        }
+    }
+
+    /// Run on a device the application already owns (tensors then live in
+    /// its buffers; the application keeps using the device for drawing).
+    /// The device is named `gpu:appK`, K counting such devices from 0.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Device {
+        Device::Gpu(gpu::device::register(device, queue, info, None))
+    }
+
+    /// The name and the adapter behind it: `gpu:0 (llvmpipe · Vulkan · Cpu)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Gpu(id) => match gpu::device::context(*id) {
+                Ok(ctx) => format!("{self} ({})", gpu::device::describe_info(&ctx.info)),
+                Err(_) => format!("{self} (not opened)"),
+            },
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Gpu(_))
+    }
+}
+
+/// Every device shadergrad can run on, with what matters for its kernels
+/// (what `shadergrad devices` prints).
+pub fn devices_report() -> String {
+    gpu::device::devices_report()
+}

@@ -1,0 +1,375 @@
+//! Realize: order the unrealized part of the graph, plan elementwise
+//! fusion, run each node once through its device's backend session, free
+//! intermediate values after their last use, and cache what is still
+//! wanted once every session has finished without error.
+
+pub(crate) mod fusion;
+pub mod profile;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::backend::{self, Session, Value};
+use crate::op::Op;
+use crate::shape::checked_numel;
+use crate::{Device, Error, Result, Tensor};
+use fusion::Program;
+
+/// Nodes reachable from `roots` by following `children`, each once, inputs
+/// before users. Iterative: deep graphs (long RNN unrolls) must not overflow
+/// the stack.
+pub(crate) fn postorder(
+    roots: &[Tensor],
+    children: impl Fn(&Tensor) -> Vec<Tensor>,
+) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<(Tensor, bool)> = roots.iter().rev().map(|t| (t.clone(), false)).collect();
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        for i in children(&t).into_iter().rev() {
+            if !seen.contains(&i.id()) {
+                stack.push((i, false));
+            }
+        }
+    }
+    order
+}
+
+/// Nodes reachable from `outputs` that have no value yet, inputs before users.
+fn toposort(outputs: &[Tensor]) -> Vec<Tensor> {
+    let pending: Vec<Tensor> = outputs
+        .iter()
+        .filter(|t| !t.is_realized())
+        .cloned()
+        .collect();
+    postorder(&pending, |t| {
+        t.inputs()
+            .iter()
+            .filter(|i| !i.is_realized())
+            .cloned()
+            .collect()
+    })
+}
+
+/// What the last `realize` on this thread ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealizeStats {
+    /// Kernels executed (a fused pass counts once).
+    pub kernels: usize,
+    /// Of those, fused elementwise passes.
+    pub fused: usize,
+    /// Elementwise nodes computed inside fused passes instead of on their own.
+    pub inlined: usize,
+    /// Elements written by the fused passes, summed.
+    pub fused_elements: usize,
+    /// GPU kernel dispatches recorded (views and constants cost none).
+    pub dispatches: usize,
+    /// Device sessions finished (one per device, more when a transfer
+    /// between devices has to wait for results).
+    pub sessions: usize,
+}
+
+thread_local! {
+    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0, fused_elements: 0, dispatches: 0, sessions: 0 }) };
+}
+
+/// Statistics of the last `realize` on this thread (tests use it to show fusion).
+pub fn last_realize_stats() -> RealizeStats {
+    LAST_STATS.with(|s| s.get())
+}
+
+/// How a scheduled node runs.
+enum Step {
+    /// Computed inside its consumers' fused passes; never materialised.
+    Inlined,
+    /// Its own kernel on its direct inputs.
+    Kernel,
+    /// One fused pass: `program` over `leaves`.
+    Fused {
+        program: Program,
+        leaves: Vec<Tensor>,
+    },
+    /// Output `i` of its multi-output input.
+    Project(usize),
+    /// Its input, moved to this node's device.
+    Transfer,
+}
+
+/// The sessions open on each device during one realize, in opening order.
+#[derive(Default)]
+struct Sessions {
+    open: Vec<(Device, Box<dyn Session>)>,
+    dispatches: usize,
+    finished: usize,
+}
+
+impl Sessions {
+    fn get(&mut self, device: Device) -> Result<&mut Box<dyn Session>> {
+        let pos = match self.open.iter().position(|(d, _)| *d == device) {
+            Some(p) => p,
+            None => {
+                self.open.push((device, backend::begin(device)?));
+                self.open.len() - 1
+            }
+        };
+        Ok(&mut self.open[pos].1)
+    }
+
+    /// Finish `device`'s session, so its results can be read.
+    fn finish(&mut self, device: Device) -> Result<()> {
+        if let Some(pos) = self.open.iter().position(|(d, _)| *d == device) {
+            let (_, s) = self.open.remove(pos);
+            self.dispatches += s.finish()?;
+            self.finished += 1;
+        }
+        Ok(())
+    }
+
+    fn finish_all(&mut self) -> Result<()> {
+        // Every session finishes (buffers go back to their pools) even
+        // after one fails; the first error is reported.
+        let mut first = Ok(());
+        for (_, s) in self.open.drain(..) {
+            match s.finish() {
+                Ok(d) => self.dispatches += d,
+                Err(e) if first.is_ok() => first = Err(e),
+                Err(_) => {}
+            }
+            self.finished += 1;
+        }
+        first
+    }
+}
+
+/// Shapes too large for any memory, and inputs from two devices, are
+/// errors before anything runs.
+fn check(order: &[Tensor]) -> Result<()> {
+    for t in order {
+        checked_numel(t.op().name(), t.shape())?;
+        if matches!(t.op(), Op::ToDevice) {
+            continue;
+        }
+        if let Some(other) = t.inputs().iter().find(|i| i.device() != t.device()) {
+            return Err(Error::param(
+                t.op().name(),
+                format!(
+                    "an input lives on {} but the op runs on {}; move it with .to(device)",
+                    other.device(),
+                    t.device()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
+    let order = toposort(outputs);
+    if order.is_empty() {
+        LAST_STATS.with(|s| s.set(RealizeStats::default()));
+        return Ok(());
+    }
+    check(&order)?;
+    let scheduled: HashSet<u64> = order.iter().map(|t| t.id()).collect();
+    let wanted: HashSet<u64> = outputs.iter().map(|t| t.id()).collect();
+    // Direct uses of each scheduled node, and whether each user is elementwise.
+    let mut users: HashMap<u64, Vec<bool>> = HashMap::new();
+    for t in &order {
+        for i in t.inputs() {
+            if scheduled.contains(&i.id()) {
+                users.entry(i.id()).or_default().push(fusion::fusable(t));
+            }
+        }
+    }
+    // Keep a value on its node when it was asked for, or when something
+    // outside this schedule (a user's handle, another graph) still holds it:
+    // the references are `order` itself plus one per scheduled use. A
+    // multi-output node is never kept: its projections are.
+    let keep: HashSet<u64> = order
+        .iter()
+        .filter(|t| {
+            let edges = users.get(&t.id()).map_or(0, |u| u.len());
+            t.op().outputs() == 1
+                && (wanted.contains(&t.id()) || Arc::strong_count(&t.0) > 1 + edges)
+        })
+        .map(|t| t.id())
+        .collect();
+    let inlined = fusion::plan(&order, &users, &keep)?;
+    let steps: Vec<Step> = order
+        .iter()
+        .map(|t| match t.op() {
+            _ if inlined.contains(&t.id()) => Step::Inlined,
+            Op::Output(i) => Step::Project(*i),
+            Op::ToDevice => Step::Transfer,
+            _ if fusion::fusable(t) && t.inputs().iter().any(|i| inlined.contains(&i.id())) => {
+                let (program, leaves) = fusion::build_program(t, &inlined);
+                Step::Fused { program, leaves }
+            }
+            _ => Step::Kernel,
+        })
+        .collect();
+    let step_inputs = |t: &Tensor, step: &Step| -> Vec<Tensor> {
+        match step {
+            Step::Fused { leaves, .. } => leaves.clone(),
+            _ => t.inputs().to_vec(),
+        }
+    };
+    // Remaining uses of each value by the steps that actually run.
+    let mut uses: HashMap<u64, usize> = HashMap::new();
+    for (t, step) in order.iter().zip(&steps) {
+        if matches!(step, Step::Inlined) {
+            continue;
+        }
+        for i in step_inputs(t, step) {
+            if scheduled.contains(&i.id()) {
+                *uses.entry(i.id()).or_default() += 1;
+            }
+        }
+    }
+
+    let mut stats = RealizeStats {
+        kernels: steps
+            .iter()
+            .filter(|s| matches!(s, Step::Kernel | Step::Fused { .. }))
+            .count(),
+        fused: steps
+            .iter()
+            .filter(|s| matches!(s, Step::Fused { .. }))
+            .count(),
+        inlined: inlined.len(),
+        fused_elements: order
+            .iter()
+            .zip(&steps)
+            .filter(|(_, s)| matches!(s, Step::Fused { .. }))
+            .map(|(t, _)| t.numel())
+            .sum(),
+        ..Default::default()
+    };
+    let mut sessions = Sessions::default();
+    let run = run_steps(
+        &order,
+        &steps,
+        &step_inputs,
+        &mut uses,
+        &keep,
+        &mut sessions,
+    );
+    // Finish what is open whatever happened, so buffers go back to their
+    // pools; cache values only when every session succeeded, so a failed
+    // submit leaves nothing behind that a later read would return.
+    let finished = sessions.finish_all();
+    stats.dispatches = sessions.dispatches;
+    stats.sessions = sessions.finished;
+    LAST_STATS.with(|s| s.set(stats));
+    let to_cache = run?;
+    finished?;
+    for (t, v) in to_cache {
+        let _ = t.0.value.set(v);
+    }
+    Ok(())
+}
+
+/// Run every step; returns the values to cache on their nodes.
+fn run_steps(
+    order: &[Tensor],
+    steps: &[Step],
+    step_inputs: &dyn Fn(&Tensor, &Step) -> Vec<Tensor>,
+    uses: &mut HashMap<u64, usize>,
+    keep: &HashSet<u64>,
+    sessions: &mut Sessions,
+) -> Result<Vec<(Tensor, Value)>> {
+    let mut values: HashMap<u64, Vec<Value>> = HashMap::new();
+    let mut to_cache = Vec::new();
+    for (t, step) in order.iter().zip(steps) {
+        if matches!(step, Step::Inlined) {
+            continue;
+        }
+        let ins = step_inputs(t, step);
+        let input = |i: &Tensor, which: usize| -> Result<Value> {
+            match i.0.value.get() {
+                Some(v) => Ok(v.clone()),
+                None => values
+                    .get(&i.id())
+                    .and_then(|vs| vs.get(which))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::param(
+                            "realize",
+                            format!("internal: {i:?} has no value when {t:?} needs it"),
+                        )
+                    }),
+            }
+        };
+        let started = profile::enabled().then(std::time::Instant::now);
+        let outs: Vec<Value> = match step {
+            Step::Inlined => unreachable!("skipped above"),
+            Step::Project(k) => vec![input(&ins[0], *k)?],
+            Step::Transfer => {
+                let src = input(&ins[0], 0)?;
+                // The source's device must have run what produced it.
+                sessions.finish(*ins[0].device())?;
+                let host = src.to_host()?;
+                vec![sessions.get(*t.device())?.adopt(host)?]
+            }
+            Step::Fused { program, .. } => {
+                let leaves = ins
+                    .iter()
+                    .map(|i| input(i, 0))
+                    .collect::<Result<Vec<_>>>()?;
+                vec![sessions
+                    .get(*t.device())?
+                    .fused(program, &leaves, t.shape())?]
+            }
+            Step::Kernel => {
+                let inputs = ins
+                    .iter()
+                    .map(|i| input(i, 0))
+                    .collect::<Result<Vec<_>>>()?;
+                let outs =
+                    sessions
+                        .get(*t.device())?
+                        .exec(t.op(), &inputs, t.shape(), t.dtype())?;
+                if outs.len() != t.op().outputs() {
+                    return Err(Error::param(
+                        t.op().name(),
+                        format!(
+                            "internal: {} outputs where the op has {}",
+                            outs.len(),
+                            t.op().outputs()
+                        ),
+                    ));
+                }
+                outs
+            }
+        };
+        if let Some(s) = started {
+            match step {
+                Step::Fused { .. } => profile::record_name("fused elementwise", s.elapsed()),
+                _ => profile::record(t.op(), s.elapsed()),
+            }
+        }
+        for i in &ins {
+            if let Some(n) = uses.get_mut(&i.id()) {
+                *n -= 1;
+                if *n == 0 {
+                    values.remove(&i.id());
+                }
+            }
+        }
+        if keep.contains(&t.id()) {
+            to_cache.push((t.clone(), outs[0].clone()));
+        }
+        if uses.get(&t.id()).copied().unwrap_or(0) > 0 {
+            values.insert(t.id(), outs);
+        }
+    }
+    Ok(to_cache)
+}
