@@ -1,10 +1,15 @@
 // Max and average pooling over 2-D windows of dense NCHW planes, and their
-// backward passes. The backward pass runs one invocation per input pixel
-// and gathers from every window that covers it: no atomics, deterministic.
+// backward passes.
+//
+// `max_forward` writes each window's maximum (NaN when the window holds
+// one) and the plane index of its first maximum (row-major scan, replaced
+// only by a strictly larger value; -1 for a window wholly in the padding).
+// `max_backward` reads those indices, never the input. Both backward
+// passes run one invocation per input pixel and gather from every window
+// that covers it: no atomics, deterministic.
 //
 // `n` counts outputs for forward, inputs for backward.
 
-override KIND: u32 = 0u;     // 0 max (NaN propagates; gradient to the first maximum), 1 average
 const WORKGROUP: u32 = 256u;
 
 struct PoolParams {
@@ -26,6 +31,8 @@ struct PoolParams {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// Max pooling's argmax: written by max_forward, read by max_backward.
+@group(0) @binding(4) var<storage, read_write> argmax: array<i32>;
 
 var<private> NAN_BITS: u32 = 0x7fc00000u;
 var<private> NEG_INF_BITS: u32 = 0xff800000u;
@@ -40,87 +47,101 @@ fn window(o: u32, size: u32, k: u32, s: u32, pad: u32) -> vec2<u32> {
     return vec2<u32>(u32(lo), u32(max(hi, lo)));
 }
 
-// Plane index of the first maximum of window (oy, ox) (row-major scan,
-// replaced only by a strictly larger value), or 0xffffffff when the window
-// lies entirely in the padding.
-fn argmax(base: u32, oy: u32, ox: u32) -> u32 {
-    let rows = window(oy, params.h, params.kh, params.sh, params.ph);
-    let cols = window(ox, params.w, params.kw, params.sw, params.pw);
-    if (rows.x == rows.y || cols.x == cols.y) { return 0xffffffffu; }
-    var best = rows.x * params.w + cols.x;
-    var bv = x[base + best];
-    for (var y = rows.x; y < rows.y; y++) {
-        for (var c = cols.x; c < cols.y; c++) {
-            let v = x[base + y * params.w + c];
-            if (v > bv) { bv = v; best = y * params.w + c; }
-        }
-    }
-    return best;
+// Output i as (plane, oy, ox).
+fn output_position(i: u32) -> vec3<u32> {
+    let plane_out = params.oh * params.ow;
+    return vec3<u32>(i / plane_out, (i % plane_out) / params.ow, i % params.ow);
 }
 
 @compute @workgroup_size(WORKGROUP)
-fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
     if (i >= params.n) { return; }
-    let plane_out = params.oh * params.ow;
-    let plane = i / plane_out;
-    let oy = (i % plane_out) / params.ow;
-    let ox = i % params.ow;
-    let base = plane * params.h * params.w;
-    let rows = window(oy, params.h, params.kh, params.sh, params.ph);
-    let cols = window(ox, params.w, params.kw, params.sw, params.pw);
+    let o = output_position(i);
+    let base = o.x * params.h * params.w;
+    let rows = window(o.y, params.h, params.kh, params.sh, params.ph);
+    let cols = window(o.z, params.w, params.kw, params.sw, params.pw);
     var m = bitcast<f32>(NEG_INF_BITS);
-    var sum = 0.0;
+    var best = -1;
     var nan = false;
     for (var y = rows.x; y < rows.y; y++) {
         for (var c = cols.x; c < cols.y; c++) {
             let v = x[base + y * params.w + c];
-            if (v > m) { m = v; }
+            if (best < 0 || v > m) { m = v; best = i32(y * params.w + c); }
             nan = nan || is_nan(v);
-            sum += v;
         }
     }
-    if (KIND == 0u) {
-        out[i] = select(m, bitcast<f32>(NAN_BITS), nan);
-    } else {
-        out[i] = sum / f32(params.kh * params.kw);
-    }
-}
-
-// First output index along one axis whose window can cover input position `v`.
-fn first_cover(v: u32, k: u32, s: u32, pad: u32) -> u32 {
-    let t = i32(v + pad) - i32(k) + 1;
-    if (t <= 0) { return 0u; }
-    return (u32(t) + s - 1u) / s;
+    out[i] = select(m, bitcast<f32>(NAN_BITS), nan);
+    argmax[i] = best;
 }
 
 @compute @workgroup_size(WORKGROUP)
-fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn avg_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
     if (i >= params.n) { return; }
+    let o = output_position(i);
+    let base = o.x * params.h * params.w;
+    let rows = window(o.y, params.h, params.kh, params.sh, params.ph);
+    let cols = window(o.z, params.w, params.kw, params.sw, params.pw);
+    var sum = 0.0;
+    for (var y = rows.x; y < rows.y; y++) {
+        for (var c = cols.x; c < cols.y; c++) {
+            sum += x[base + y * params.w + c];
+        }
+    }
+    out[i] = sum / f32(params.kh * params.kw);
+}
+
+// The output positions [lo, hi) along one axis whose windows cover input
+// position `v`: start <= v < start + k with start = o * s - pad.
+fn covers(v: u32, outs: u32, k: u32, s: u32, pad: u32) -> vec2<u32> {
+    let t = i32(v + pad) - i32(k) + 1;
+    var lo = 0u;
+    if (t > 0) { lo = (u32(t) + s - 1u) / s; }
+    return vec2<u32>(lo, min((v + pad) / s + 1u, outs));
+}
+
+// Input pixel i as (plane, y, x).
+fn input_position(i: u32) -> vec3<u32> {
     let plane_in = params.h * params.w;
-    let plane = i / plane_in;
     let pos = i % plane_in;
-    let y = pos / params.w;
-    let xx = pos % params.w;
-    let base = plane * plane_in;
-    let dbase = plane * params.oh * params.ow;
+    return vec3<u32>(i / plane_in, pos / params.w, pos % params.w);
+}
+
+// dy where the window's argmax is this pixel.
+@compute @workgroup_size(WORKGROUP)
+fn max_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = gid.x + gid.y * groups.x * WORKGROUP;
+    if (i >= params.n) { return; }
+    let p = input_position(i);
+    let pos = i32(p.y * params.w + p.z);
+    let dbase = p.x * params.oh * params.ow;
+    let rows = covers(p.y, params.oh, params.kh, params.sh, params.ph);
+    let cols = covers(p.z, params.ow, params.kw, params.sw, params.pw);
+    var g = 0.0;
+    for (var oy = rows.x; oy < rows.y; oy++) {
+        for (var ox = cols.x; ox < cols.y; ox++) {
+            let o = dbase + oy * params.ow + ox;
+            if (argmax[o] == pos) { g += dy[o]; }
+        }
+    }
+    out[i] = g;
+}
+
+// A share of every covering window's dy.
+@compute @workgroup_size(WORKGROUP)
+fn avg_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = gid.x + gid.y * groups.x * WORKGROUP;
+    if (i >= params.n) { return; }
+    let p = input_position(i);
+    let dbase = p.x * params.oh * params.ow;
+    let rows = covers(p.y, params.oh, params.kh, params.sh, params.ph);
+    let cols = covers(p.z, params.ow, params.kw, params.sw, params.pw);
     let area = f32(params.kh * params.kw);
     var g = 0.0;
-    let oy_hi = min((y + params.ph) / params.sh + 1u, params.oh);
-    let ox_hi = min((xx + params.pw) / params.sw + 1u, params.ow);
-    for (var oy = first_cover(y, params.kh, params.sh, params.ph); oy < oy_hi; oy++) {
-        let rows = window(oy, params.h, params.kh, params.sh, params.ph);
-        if (y < rows.x || y >= rows.y) { continue; }
-        for (var ox = first_cover(xx, params.kw, params.sw, params.pw); ox < ox_hi; ox++) {
-            let cols = window(ox, params.w, params.kw, params.sw, params.pw);
-            if (xx < cols.x || xx >= cols.y) { continue; }
-            let d = dy[dbase + oy * params.ow + ox];
-            if (KIND == 0u) {
-                if (argmax(base, oy, ox) == pos) { g += d; }
-            } else {
-                g += d / area;
-            }
+    for (var oy = rows.x; oy < rows.y; oy++) {
+        for (var ox = cols.x; ox < cols.y; ox++) {
+            g += dy[dbase + oy * params.ow + ox] / area;
         }
     }
     out[i] = g;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::op::{BinaryOp, Op, PoolKind, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::{DType, Error, Result, Tensor};
 
 /// Gradients by node, as returned by [`Tensor::backward`].
@@ -50,33 +50,109 @@ impl Tensor {
                 "this tensor does not depend on any tensor that requires grad; mark parameters with .with_grad()".into(),
             ));
         }
-        let order = grad_order(self);
-        let mut grads: HashMap<u64, Tensor> = HashMap::new();
-        grads.insert(self.id(), grad_output.clone());
-        for node in order.iter().rev() {
-            let Some(g) = grads.get(&node.id()).cloned() else {
-                continue;
-            };
-            let input_grads = vjp(node, &g)?;
-            for (input, ig) in node.inputs().iter().zip(input_grads) {
-                let Some(ig) = ig else { continue };
-                if !input.requires_grad() {
+        crate::ops::same_device("backward_with", &[self, grad_output])?;
+        backward_from(&[(self.clone(), grad_output.clone())])
+    }
+}
+
+/// Reverse pass from several roots, each with its upstream gradient.
+fn backward_from(roots: &[(Tensor, Tensor)]) -> Result<Gradients> {
+    let order = crate::schedule::postorder(
+        &roots.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+        |t| match t.op() {
+            Op::Detach => vec![],
+            _ => t
+                .inputs()
+                .iter()
+                .filter(|i| i.requires_grad())
+                .cloned()
+                .collect(),
+        },
+    );
+    let mut grads: HashMap<u64, Tensor> = HashMap::new();
+    // Gradients of the outputs of multi-output nodes, gathered from
+    // their `Output(i)` nodes (which come later in `order`).
+    let mut output_grads: HashMap<u64, Vec<Option<Tensor>>> = HashMap::new();
+    for (t, g) in roots {
+        accumulate(&mut grads, t, g.clone())?;
+    }
+    for node in order.iter().rev() {
+        let input_grads = match node.op() {
+            Op::Output(i) => {
+                let Some(g) = grads.remove(&node.id()) else {
                     continue;
-                }
-                debug_assert_eq!(
-                    ig.shape(),
-                    input.shape(),
-                    "gradient shape of {:?}",
-                    node.op()
-                );
-                let acc = match grads.remove(&input.id()) {
-                    Some(prev) => prev.add(&ig)?,
-                    None => ig,
                 };
-                grads.insert(input.id(), acc);
+                let multi = &node.inputs()[0];
+                let slots = output_grads
+                    .entry(multi.id())
+                    .or_insert_with(|| vec![None; multi.op().outputs()]);
+                slots[*i] = Some(match slots[*i].take() {
+                    Some(prev) => prev.add(&g)?,
+                    None => g,
+                });
+                continue;
             }
+            op if op.outputs() > 1 => {
+                let Some(gs) = output_grads.remove(&node.id()) else {
+                    continue;
+                };
+                vjp_multi(node, &gs)?
+            }
+            _ => {
+                let Some(g) = grads.get(&node.id()).cloned() else {
+                    continue;
+                };
+                vjp(node, &g)?
+            }
+        };
+        for (input, ig) in node.inputs().iter().zip(input_grads) {
+            let Some(ig) = ig else { continue };
+            if !input.requires_grad() {
+                continue;
+            }
+            debug_assert_eq!(
+                ig.shape(),
+                input.shape(),
+                "gradient shape of {:?}",
+                node.op()
+            );
+            accumulate(&mut grads, input, ig)?;
         }
-        Ok(Gradients(grads))
+    }
+    Ok(Gradients(grads))
+}
+
+fn accumulate(grads: &mut HashMap<u64, Tensor>, t: &Tensor, g: Tensor) -> Result<()> {
+    let acc = match grads.remove(&t.id()) {
+        Some(prev) => prev.add(&g)?,
+        None => g,
+    };
+    grads.insert(t.id(), acc);
+    Ok(())
+}
+
+/// Gradients of a multi-output node's inputs from its outputs' gradients
+/// (`None` for outputs the loss does not depend on).
+fn vjp_multi(node: &Tensor, gs: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+    let x = node.inputs();
+    match node.op() {
+        // Only the maxima carry a gradient (the argmax is an integer).
+        Op::MaxPool2d(geom) => {
+            let Some(g) = &gs[0] else {
+                return Ok(vec![None]);
+            };
+            let argmax = node.project(1, g.shape(), DType::I32);
+            Ok(vec![Some(Tensor::from_op(
+                Op::MaxPool2dBackward(*geom),
+                vec![argmax, g.clone()],
+                x[0].shape().to_vec(),
+                DType::F32,
+            ))])
+        }
+        other => Err(Error::Grad(format!(
+            "internal: no gradient rule for the outputs of {}",
+            other.name()
+        ))),
     }
 }
 
@@ -84,20 +160,6 @@ impl Tensor {
 pub fn grad(loss: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>> {
     let g = loss.backward()?;
     Ok(params.iter().map(|p| g.get_or_zeros(p)).collect())
-}
-
-/// Nodes that need grad reachable from `root`, inputs before users. Leaves
-/// (buffers, `with_grad` markers) are where the walk stops.
-fn grad_order(root: &Tensor) -> Vec<Tensor> {
-    crate::schedule::postorder(std::slice::from_ref(root), |t| match t.op() {
-        Op::Detach => vec![],
-        _ => t
-            .inputs()
-            .iter()
-            .filter(|i| i.requires_grad())
-            .cloned()
-            .collect(),
-    })
 }
 
 /// The vector-Jacobian product of one node: for each input, its gradient
@@ -245,43 +307,40 @@ fn vjp(node: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
             Some(Tensor::conv2d_backward_data(&x[1], g, *geom, x[0].shape())),
             Some(Tensor::conv2d_raw(&x[0], g, *geom, x[1].shape())),
         ]),
-        Op::Pool2d { kind, geom } => some(Tensor::from_op(
-            Op::Pool2dBackward {
-                kind: *kind,
-                geom: *geom,
-            },
-            vec![x[0].clone(), g.clone()],
+        Op::MaxPool2d(_) | Op::Output(_) => Err(Error::Grad(format!(
+            "internal: {} reached the single-output rules",
+            node.op().name()
+        ))),
+        // dx = scatter of dy to each window's argmax, linear in dy: its
+        // adjoint gathers the upstream gradient at the argmax.
+        Op::MaxPool2dBackward(_) => {
+            let (n, c) = (x[1].shape()[0], x[1].shape()[1]);
+            let plane = |t: &Tensor| t.shape()[2] * t.shape()[3];
+            let flat = g.reshape(&[n, c, plane(g)])?;
+            let at = x[0].reshape(&[n, c, plane(&x[1])])?;
+            Ok(vec![
+                None,
+                Some(flat.gather(2, &at)?.reshape(x[1].shape())?),
+            ])
+        }
+        // Average pooling and its backward are linear and each other's adjoints.
+        Op::AvgPool2d(geom) => some(Tensor::from_op(
+            Op::AvgPool2dBackward(*geom),
+            vec![g.clone()],
             x[0].shape().to_vec(),
             DType::F32,
         )),
-        Op::Pool2dBackward { kind, geom } => match kind {
-            // Average pooling's backward is linear in dy alone; its adjoint is the pooling itself.
-            PoolKind::Avg => Ok(vec![
-                None,
-                Some(Tensor::from_op(
-                    Op::Pool2d {
-                        kind: *kind,
-                        geom: *geom,
-                    },
-                    vec![g.clone()],
-                    x[1].shape().to_vec(),
-                    DType::F32,
-                )),
-            ]),
-            PoolKind::Max => Err(Error::Grad(
-                "the second derivative of max_pool2d is not supported; detach the first gradient"
-                    .into(),
-            )),
-        },
+        Op::AvgPool2dBackward(geom) => some(Tensor::from_op(
+            Op::AvgPool2d(*geom),
+            vec![g.clone()],
+            x[0].shape().to_vec(),
+            DType::F32,
+        )),
         Op::Gather { axis } => Ok(vec![
             Some(Tensor::scatter_add_raw(&x[1], g, *axis, x[0].shape())),
             None,
         ]),
         Op::ScatterAdd { axis } => Ok(vec![None, Some(g.gather(*axis as isize, &x[0])?)]),
         Op::ToDevice => some(g.to(*x[0].device())),
-        Op::Output(_) => Err(Error::Grad(format!(
-            "internal: output {:?} reached the single-output rules",
-            node
-        ))),
     }
 }

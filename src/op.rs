@@ -52,13 +52,6 @@ pub struct PoolGeom {
     pub padding: (usize, usize),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PoolKind {
-    Max,
-    /// Average that counts padded positions (PyTorch's default `count_include_pad`).
-    Avg,
-}
-
 /// A node's operation. Graph nodes hold data, never closures; shapes of the
 /// output are stored on the node.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,17 +107,18 @@ pub enum Op {
     Conv2dBackwardData(ConvGeom),
     /// Gradient of conv2d with respect to its weight. inputs (x, dy).
     Conv2dBackwardFilter(ConvGeom),
-    /// inputs (x).
-    Pool2d {
-        kind: PoolKind,
-        geom: PoolGeom,
-    },
-    /// inputs (x, dy); output has x's shape. Max routes each window's
-    /// gradient to its first maximum.
-    Pool2dBackward {
-        kind: PoolKind,
-        geom: PoolGeom,
-    },
+    /// inputs (x); two outputs: each window's maximum (NaN when it holds
+    /// one), and the index within its plane (`y * w + x`, i32) of the
+    /// window's first maximum in row-major order.
+    MaxPool2d(PoolGeom),
+    /// inputs (argmax from `MaxPool2d`, dy); output has x's shape: each
+    /// window's gradient goes to its argmax.
+    MaxPool2dBackward(PoolGeom),
+    /// Average that counts padded positions (PyTorch's default
+    /// `count_include_pad`). inputs (x).
+    AvgPool2d(PoolGeom),
+    /// inputs (dy); output has x's shape.
+    AvgPool2dBackward(PoolGeom),
     /// `out[.., i, ..] = src[.., index[.., i, ..], ..]` along `axis`;
     /// inputs (src, index i32); output has index's shape.
     Gather {
@@ -138,7 +132,6 @@ pub enum Op {
 
     // ---- plumbing
     /// Output `i` of its one input, a node with several outputs.
-    #[allow(dead_code)] // the multi-output primitives come next
     Output(usize),
     /// Its input's value on this node's device.
     ToDevice,
@@ -167,8 +160,10 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::Conv2dBackwardData(_) => "conv2d_backward_data",
             Op::Conv2dBackwardFilter(_) => "conv2d_backward_filter",
-            Op::Pool2d { .. } => "pool2d",
-            Op::Pool2dBackward { .. } => "pool2d_backward",
+            Op::MaxPool2d(_) => "max_pool2d",
+            Op::MaxPool2dBackward(_) => "max_pool2d_backward",
+            Op::AvgPool2d(_) => "avg_pool2d",
+            Op::AvgPool2dBackward(_) => "avg_pool2d_backward",
             Op::Gather { .. } => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
             Op::Output(_) => "output",
@@ -180,6 +175,9 @@ impl Op {
     /// is seen only through `Output(i)` nodes, each with its own shape and
     /// type; the node's own shape and type are its first output's.
     pub fn outputs(&self) -> usize {
-        1
+        match self {
+            Op::MaxPool2d(_) => 2,
+            _ => 1,
+        }
     }
 }

@@ -175,6 +175,26 @@ impl Tensor {
         }))
     }
 
+    /// A node with several outputs, seen through one `Op::Output(i)` node
+    /// per entry of `outputs` (shape, type); the node itself carries the
+    /// first output's.
+    pub(crate) fn multi(
+        op: Op,
+        inputs: Vec<Tensor>,
+        outputs: &[(Vec<usize>, DType)],
+    ) -> Vec<Tensor> {
+        debug_assert_eq!(outputs.len(), op.outputs());
+        let node = Tensor::from_op(op, inputs, outputs[0].0.clone(), outputs[0].1);
+        (0..outputs.len())
+            .map(|i| node.project(i, &outputs[i].0, outputs[i].1))
+            .collect()
+    }
+
+    /// Output `i` (of `shape` and `dtype`) of this multi-output node.
+    pub(crate) fn project(&self, i: usize, shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::from_op(Op::Output(i), vec![self.clone()], shape.to_vec(), dtype)
+    }
+
     pub(crate) fn from_value(value: Value, requires_grad: bool, device: Device) -> Tensor {
         let dtype = value.storage.dtype();
         let shape = value.layout.shape.clone();

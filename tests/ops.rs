@@ -576,6 +576,83 @@ fn pooling() -> Result<()> {
     Ok(())
 }
 
+/// Pooling's reference: each window's first maximum in row-major order
+/// (replaced only by a strictly larger value), and the gradient each
+/// window's dy sends to it: the rule max pooling always had.
+fn max_pool_reference(
+    x: &[f32],
+    (n, h, w): (usize, usize, usize),
+    (k, s, p): (usize, usize, usize),
+    dy: &[f32],
+) -> (Vec<f32>, Vec<i32>, Vec<f32>) {
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let (mut vals, mut idx, mut dx) = (vec![], vec![], vec![0.0; n * h * w]);
+    for plane in 0..n {
+        for oi in 0..oh {
+            for oj in 0..ow {
+                let mut best: Option<(f32, usize)> = None;
+                for ki in 0..k {
+                    for kj in 0..k {
+                        let (y, xx) = (
+                            (oi * s + ki) as isize - p as isize,
+                            (oj * s + kj) as isize - p as isize,
+                        );
+                        if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                            continue;
+                        }
+                        let at = y as usize * w + xx as usize;
+                        let v = x[plane * h * w + at];
+                        if best.is_none_or(|(b, _)| v > b) {
+                            best = Some((v, at));
+                        }
+                    }
+                }
+                let (v, at) = best.expect("every window holds a pixel");
+                vals.push(v);
+                idx.push(at as i32);
+                dx[plane * h * w + at] += dy[vals.len() - 1];
+            }
+        }
+    }
+    (vals, idx, dx)
+}
+
+/// Max pooling is one kernel with two outputs (the maxima and their
+/// indices), and its gradient reads the indices: both equal the
+/// reference on ties, padding, overlapping windows and odd sizes.
+fn max_pool_indices_and_gradient_follow_the_first_maximum() -> Result<()> {
+    for (shape, geom) in [
+        ([2, 3, 4, 6], (2, 2, 0)),
+        ([2, 3, 7, 7], (2, 2, 0)),
+        ([1, 2, 7, 5], (3, 2, 1)),
+        ([1, 1, 5, 5], (3, 1, 1)),
+        ([3, 1, 1, 1], (1, 1, 0)),
+    ] {
+        let numel: usize = shape.iter().product();
+        // Few distinct values: many windows hold ties.
+        let xs: Vec<f32> = data(numel, 7).iter().map(|v| (v * 3.0).round()).collect();
+        let x = t(&xs, &shape).with_grad();
+        let (vals, indices) = x.max_pool2d_with_indices(geom.0, geom.1, geom.2)?;
+        assert_eq!(indices.dtype(), shadergrad::DType::I32);
+        let dy = rt(vals.shape(), 11);
+        let dx = vals.mul(&dy)?.sum_all().backward()?.get_or_zeros(&x);
+        Tensor::realize_all(&[vals.clone(), indices.clone(), dx.clone()])?;
+        let (want_v, want_i, want_dx) = max_pool_reference(
+            &xs,
+            (shape[0] * shape[1], shape[2], shape[3]),
+            geom,
+            &dy.to_vec()?,
+        );
+        assert_eq!(vals.to_vec()?, want_v, "{shape:?} {geom:?} values");
+        assert_eq!(indices.to_vec_i32()?, want_i, "{shape:?} {geom:?} indices");
+        assert_eq!(dx.to_vec()?, want_dx, "{shape:?} {geom:?} gradient");
+        // The layer the models use (with its relu/bias rewrite) agrees.
+        let plain = x.max_pool2d(geom.0, geom.1, geom.2)?;
+        assert_eq!(plain.to_vec()?, want_v);
+    }
+    Ok(())
+}
+
 fn gather_scatter_embedding() -> Result<()> {
     let src = t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
     let idx = ti(&[2, 0, 1, 1], &[2, 2]);
@@ -736,6 +813,7 @@ fn laziness_and_caching() -> Result<()> {
 }
 
 backend_tests!(
+    max_pool_indices_and_gradient_follow_the_first_maximum,
     creation,
     random_is_seeded_and_uniform,
     unary,

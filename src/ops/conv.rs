@@ -1,6 +1,6 @@
 //! Convolution and pooling (NCHW).
 
-use crate::op::{ConvGeom, Op, PoolGeom, PoolKind};
+use crate::op::{ConvGeom, Op, PoolGeom};
 use crate::ops::{ensure_f32, ensure_rank};
 use crate::{DType, Error, Result, Tensor};
 
@@ -300,17 +300,25 @@ impl Tensor {
             stride: (stride, stride),
             padding: (padding, padding),
         };
-        if kind == PoolKind::Max {
-            if let Some(pooled) = self.max_pool_first(|x| x.max_pool2d(kernel, stride, padding)) {
-                return pooled;
+        let shape = vec![s[0], s[1], oh, ow];
+        Ok(match kind {
+            PoolKind::Max => {
+                if let Some(pooled) = self.max_pool_first(|x| x.max_pool2d(kernel, stride, padding))
+                {
+                    return pooled;
+                }
+                // The argmax output is made again by the gradient rule.
+                Tensor::multi(
+                    Op::MaxPool2d(geom),
+                    vec![self.clone()],
+                    &[(shape.clone(), DType::F32), (shape, DType::I32)],
+                )
+                .swap_remove(0)
             }
-        }
-        Ok(Tensor::from_op(
-            Op::Pool2d { kind, geom },
-            vec![self.clone()],
-            vec![s[0], s[1], oh, ow],
-            DType::F32,
-        ))
+            PoolKind::Avg => {
+                Tensor::from_op(Op::AvgPool2d(geom), vec![self.clone()], shape, DType::F32)
+            }
+        })
     }
 
     /// Max pooling commutes with ReLU and with adding a per-channel constant,
@@ -372,10 +380,43 @@ impl Tensor {
         self.pool2d("max_pool2d", PoolKind::Max, kernel, stride, padding)
     }
 
+    /// Max pooling and, for each window, the index within its plane
+    /// (`y * w + x`, i32) of its first maximum in row-major order, from one
+    /// kernel (PyTorch's `max_pool2d(..., return_indices=True)`).
+    pub fn max_pool2d_with_indices(
+        &self,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        // The shape checks, without the relu/bias rewrite (which would
+        // change the indices).
+        let shape = self.pool2d("max_pool2d", PoolKind::Avg, kernel, stride, padding)?;
+        let geom = PoolGeom {
+            kernel: (kernel, kernel),
+            stride: (stride, stride),
+            padding: (padding, padding),
+        };
+        let out = shape.shape().to_vec();
+        let mut outs = Tensor::multi(
+            Op::MaxPool2d(geom),
+            vec![self.clone()],
+            &[(out.clone(), DType::F32), (out, DType::I32)],
+        );
+        let indices = outs.swap_remove(1);
+        Ok((outs.swap_remove(0), indices))
+    }
+
     /// Mean over windows; padded positions count as zeros (PyTorch's default).
     pub fn avg_pool2d(&self, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
         self.pool2d("avg_pool2d", PoolKind::Avg, kernel, stride, padding)
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PoolKind {
+    Max,
+    Avg,
 }
 
 fn add_channel_bias(op: &'static str, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {

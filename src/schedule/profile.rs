@@ -18,8 +18,6 @@ fn key(op: &Op) -> String {
         Op::Unary(u) => format!("unary {u:?}"),
         Op::Binary(b) => format!("binary {b:?}"),
         Op::Reduce { op, .. } => format!("reduce {op:?}"),
-        Op::Pool2d { kind, .. } => format!("pool2d {kind:?}"),
-        Op::Pool2dBackward { kind, .. } => format!("pool2d_backward {kind:?}"),
         o => o.name().to_string(),
     }
 }

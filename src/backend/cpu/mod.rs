@@ -35,7 +35,10 @@ impl Session for CpuSession {
         shape: &[usize],
         dtype: DType,
     ) -> Result<Vec<Value>> {
-        Ok(vec![exec(op, inputs, shape, dtype)?])
+        match op {
+            Op::MaxPool2d(g) => Ok(pool::max_pool2d(g, &host_inputs(inputs)?[0], shape).into()),
+            _ => Ok(vec![exec(op, inputs, shape, dtype)?]),
+        }
     }
 
     fn fused(&mut self, program: &Program, leaves: &[Value], shape: &[usize]) -> Result<Value> {
@@ -57,6 +60,12 @@ impl Session for CpuSession {
 
 /// Below this many elements a kernel stays on one thread.
 pub(crate) const PAR_MIN: usize = 1 << 15;
+
+/// `inputs` in host memory (a defensive copy; the scheduler gives a cpu
+/// node host values).
+fn host_inputs(inputs: &[Value]) -> Result<Vec<Value>> {
+    inputs.iter().map(Value::to_host).collect()
+}
 
 /// Run one primitive. `shape`/`dtype` are the node's (already validated).
 pub(crate) fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> Result<Value> {
@@ -122,10 +131,15 @@ pub(crate) fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> 
         Op::Conv2dBackwardFilter(g) => {
             conv::conv2d_backward_filter(&inputs[0], &inputs[1], g, shape)
         }
-        Op::Pool2d { kind, geom } => pool::pool2d(*kind, geom, &inputs[0], shape),
-        Op::Pool2dBackward { kind, geom } => {
-            pool::pool2d_backward(*kind, geom, &inputs[0], &inputs[1])
+        Op::MaxPool2d(_) => {
+            return Err(Error::param(
+                op.name(),
+                "internal: a multi-output op reached the single-output kernels",
+            ))
         }
+        Op::MaxPool2dBackward(g) => pool::max_pool2d_backward(g, &inputs[0], &inputs[1], shape),
+        Op::AvgPool2d(g) => pool::avg_pool2d(g, &inputs[0], shape),
+        Op::AvgPool2dBackward(g) => pool::avg_pool2d_backward(g, &inputs[0], shape),
         Op::Gather { axis } => index::gather(&inputs[0], &inputs[1], *axis)?,
         Op::ScatterAdd { axis } => index::scatter_add(&inputs[0], &inputs[1], *axis, shape)?,
     })

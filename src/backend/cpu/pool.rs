@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::f32_data;
 use crate::backend::Value;
-use crate::op::{PoolGeom, PoolKind};
+use crate::op::PoolGeom;
 
 /// Clipped input range `[lo, hi)` of each output position along one axis.
 fn ranges(
@@ -97,32 +97,116 @@ fn is_2x2(g: &PoolGeom) -> bool {
     g.kernel == (2, 2) && g.stride == (2, 2) && g.padding == (0, 0)
 }
 
-pub fn pool2d(kind: PoolKind, g: &PoolGeom, x: &Value, y_shape: &[usize]) -> Value {
+/// Max pooling: each window's maximum (NaN when it holds one) and the
+/// plane index of its first maximum (-1 for a window wholly in padding).
+pub(crate) fn max_pool2d(g: &PoolGeom, x: &Value, y_shape: &[usize]) -> [Value; 2] {
+    let (h, w) = (x.layout.shape[2], x.layout.shape[3]);
+    let (oh, ow) = (y_shape[2], y_shape[3]);
+    let xd = f32_data(x);
+    let n = crate::shape::numel(y_shape);
+    let mut y = vec![0.0f32; n];
+    let mut idx = vec![0i32; n];
+    if n > 0 && is_2x2(g) {
+        let outs = y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow));
+        outs.enumerate().for_each(|(p, (out, arg))| {
+            let plane = &xd[p * h * w..(p + 1) * h * w];
+            let rows = out.chunks_mut(ow).zip(arg.chunks_mut(ow));
+            for (oi, (orow, arow)) in rows.enumerate() {
+                let (t, u) = (2 * oi * w, (2 * oi + 1) * w);
+                let (r0, r1) = (&plane[t..t + 2 * ow], &plane[u..u + 2 * ow]);
+                for (oj, (o, a)) in orow.iter_mut().zip(arow.iter_mut()).enumerate() {
+                    let (p0, p1, p2, p3) = (r0[2 * oj], r0[2 * oj + 1], r1[2 * oj], r1[2 * oj + 1]);
+                    // The first maximum in row-major window order, replaced
+                    // only by a strictly larger value (as the general path).
+                    let (mut best, mut at) = (p0, t + 2 * oj);
+                    for (v, i) in [(p1, t + 2 * oj + 1), (p2, u + 2 * oj), (p3, u + 2 * oj + 1)] {
+                        let take = v > best;
+                        best = if take { v } else { best };
+                        at = if take { i } else { at };
+                    }
+                    let nan = p0.is_nan() || p1.is_nan() || p2.is_nan() || p3.is_nan();
+                    *o = if nan { f32::NAN } else { best };
+                    *a = at as i32;
+                }
+            }
+        });
+    } else if n > 0 {
+        let win = Windows::new(g, h, w, oh, ow);
+        let outs = y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow));
+        outs.enumerate().for_each(|(p, (out, arg))| {
+            let plane = &xd[p * h * w..(p + 1) * h * w];
+            for oi in 0..oh {
+                for oj in 0..ow {
+                    out[oi * ow + oj] = win.max(plane, w, oi, oj);
+                    arg[oi * ow + oj] = win.argmax(plane, w, oi, oj).map_or(-1, |i| i as i32);
+                }
+            }
+        });
+    }
+    [Value::f32(y, y_shape), Value::i32(idx, y_shape)]
+}
+
+/// Max pooling's gradient: each window's dy goes to its argmax.
+pub(crate) fn max_pool2d_backward(
+    g: &PoolGeom,
+    argmax: &Value,
+    dy: &Value,
+    x_shape: &[usize],
+) -> Value {
+    let (h, w) = (x_shape[2], x_shape[3]);
+    let (oh, ow) = (dy.layout.shape[2], dy.layout.shape[3]);
+    let (arg, dyd) = (super::i32_data(argmax), f32_data(dy));
+    let n = crate::shape::numel(x_shape);
+    if n == 0 || oh * ow == 0 {
+        return Value::f32(vec![0.0; n], x_shape);
+    }
+    if is_2x2(g) {
+        let dx = super::zeroed_chunks(n, h * w, |p, grad| {
+            let aplane = &arg[p * oh * ow..(p + 1) * oh * ow];
+            let dplane = &dyd[p * oh * ow..(p + 1) * oh * ow];
+            let rows = aplane.chunks(ow).zip(dplane.chunks(ow));
+            for (oi, (arow, drow)) in rows.enumerate() {
+                let (t, u) = (2 * oi * w, (2 * oi + 1) * w);
+                let (g0, rest) = grad[t..].split_at_mut(w);
+                let g1 = &mut rest[..2 * ow];
+                let g0 = &mut g0[..2 * ow];
+                let grads = g0.chunks_exact_mut(2).zip(g1.chunks_exact_mut(2));
+                // All four cells written by bit masks: this form vectorises,
+                // and a branch on the winner is mispredicted half the time.
+                for (oj, ((&a, &d), (out0, out1))) in arow.iter().zip(drow).zip(grads).enumerate() {
+                    let at = a as isize;
+                    let pick = |cell: usize| {
+                        let won = at == cell as isize;
+                        f32::from_bits(d.to_bits() & (won as u32).wrapping_neg())
+                    };
+                    out0[0] = pick(t + 2 * oj);
+                    out0[1] = pick(t + 2 * oj + 1);
+                    out1[0] = pick(u + 2 * oj);
+                    out1[1] = pick(u + 2 * oj + 1);
+                }
+            }
+        });
+        return Value::f32(dx, x_shape);
+    }
+    let dx = super::zeroed_chunks(n, h * w, |p, grad| {
+        let aplane = &arg[p * oh * ow..(p + 1) * oh * ow];
+        let dplane = &dyd[p * oh * ow..(p + 1) * oh * ow];
+        for (&a, &d) in aplane.iter().zip(dplane) {
+            if a >= 0 {
+                grad[a as usize] += d;
+            }
+        }
+    });
+    Value::f32(dx, x_shape)
+}
+
+/// Average pooling; padded positions count as zeros.
+pub(crate) fn avg_pool2d(g: &PoolGeom, x: &Value, y_shape: &[usize]) -> Value {
     let (h, w) = (x.layout.shape[2], x.layout.shape[3]);
     let (oh, ow) = (y_shape[2], y_shape[3]);
     let xd = f32_data(x);
     let mut y = vec![0.0f32; crate::shape::numel(y_shape)];
     if y.is_empty() {
-        return Value::f32(y, y_shape);
-    }
-    if kind == PoolKind::Max && is_2x2(g) {
-        y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
-            let plane = &xd[p * h * w..(p + 1) * h * w];
-            for (oi, orow) in out.chunks_mut(ow).enumerate() {
-                let (r0, r1) = (
-                    &plane[2 * oi * w..2 * oi * w + 2 * ow],
-                    &plane[(2 * oi + 1) * w..(2 * oi + 1) * w + 2 * ow],
-                );
-                for (oj, o) in orow.iter_mut().enumerate() {
-                    let (a, b, c, d) = (r0[2 * oj], r0[2 * oj + 1], r1[2 * oj], r1[2 * oj + 1]);
-                    *o = if a.is_nan() || b.is_nan() || c.is_nan() || d.is_nan() {
-                        f32::NAN
-                    } else {
-                        a.max(b).max(c.max(d))
-                    };
-                }
-            }
-        });
         return Value::f32(y, y_shape);
     }
     let win = Windows::new(g, h, w, oh, ow);
@@ -131,79 +215,34 @@ pub fn pool2d(kind: PoolKind, g: &PoolGeom, x: &Value, y_shape: &[usize]) -> Val
         let plane = &xd[p * h * w..(p + 1) * h * w];
         for oi in 0..oh {
             for oj in 0..ow {
-                out[oi * ow + oj] = match kind {
-                    PoolKind::Max => win.max(plane, w, oi, oj),
-                    PoolKind::Avg => win.sum(plane, w, oi, oj) / area,
-                };
+                out[oi * ow + oj] = win.sum(plane, w, oi, oj) / area;
             }
         }
     });
     Value::f32(y, y_shape)
 }
 
-pub fn pool2d_backward(kind: PoolKind, g: &PoolGeom, x: &Value, dy: &Value) -> Value {
-    let x_shape = &x.layout.shape;
+/// Average pooling's gradient: each window's dy spread over its cells.
+pub(crate) fn avg_pool2d_backward(g: &PoolGeom, dy: &Value, x_shape: &[usize]) -> Value {
     let (h, w) = (x_shape[2], x_shape[3]);
     let (oh, ow) = (dy.layout.shape[2], dy.layout.shape[3]);
-    let (xd, dyd) = (f32_data(x), f32_data(dy));
+    let dyd = f32_data(dy);
     let n = crate::shape::numel(x_shape);
     if n == 0 || oh * ow == 0 {
         return Value::f32(vec![0.0; n], x_shape);
     }
-    if kind == PoolKind::Max && is_2x2(g) {
-        let dx = super::zeroed_chunks(n, h * w, |p, grad| {
-            let plane = &xd[p * h * w..(p + 1) * h * w];
-            let dplane = &dyd[p * oh * ow..(p + 1) * oh * ow];
-            for (oi, drow) in dplane.chunks(ow).enumerate() {
-                let (t, u) = (2 * oi * w, (2 * oi + 1) * w);
-                let (x0, x1) = (&plane[t..t + 2 * ow], &plane[u..u + 2 * ow]);
-                let (g0, rest) = grad[t..].split_at_mut(w);
-                let g1 = &mut rest[..2 * ow];
-                let g0 = &mut g0[..2 * ow];
-                // The first maximum in row-major window order (as the general
-                // path), chosen by bit masks: this form vectorises, and a
-                // branch here is mispredicted about half the time.
-                let windows = x0.chunks_exact(2).zip(x1.chunks_exact(2));
-                let grads = g0.chunks_exact_mut(2).zip(g1.chunks_exact_mut(2));
-                for (((top, bottom), &d), (out0, out1)) in windows.zip(drow).zip(grads) {
-                    let (a, b, c, e) = (top[0], top[1], bottom[0], bottom[1]);
-                    let b_wins = b > a;
-                    let m1 = if b_wins { b } else { a };
-                    let c_wins = c > m1;
-                    let e_wins = e > if c_wins { c } else { m1 };
-                    let pick =
-                        |won: bool| f32::from_bits(d.to_bits() & (won as u32).wrapping_neg());
-                    out0[0] = pick(!b_wins & !c_wins & !e_wins);
-                    out0[1] = pick(b_wins & !c_wins & !e_wins);
-                    out1[0] = pick(c_wins & !e_wins);
-                    out1[1] = pick(e_wins);
-                }
-            }
-        });
-        return Value::f32(dx, x_shape);
-    }
     let win = Windows::new(g, h, w, oh, ow);
     let area = (g.kernel.0 * g.kernel.1) as f32;
     let dx = super::zeroed_chunks(n, h * w, |p, grad| {
-        let plane = &xd[p * h * w..(p + 1) * h * w];
         let dplane = &dyd[p * oh * ow..(p + 1) * oh * ow];
         for oi in 0..oh {
             for oj in 0..ow {
                 let d = dplane[oi * ow + oj];
-                match kind {
-                    PoolKind::Max => {
-                        if let Some(i) = win.argmax(plane, w, oi, oj) {
-                            grad[i] += d;
-                        }
-                    }
-                    PoolKind::Avg => {
-                        let ((r0, r1), (c0, c1)) = (win.rows[oi], win.cols[oj]);
-                        for ih in r0..r1 {
-                            grad[ih * w + c0..ih * w + c1]
-                                .iter_mut()
-                                .for_each(|v| *v += d / area);
-                        }
-                    }
+                let ((r0, r1), (c0, c1)) = (win.rows[oi], win.cols[oj]);
+                for ih in r0..r1 {
+                    grad[ih * w + c0..ih * w + c1]
+                        .iter_mut()
+                        .for_each(|v| *v += d / area);
                 }
             }
         }

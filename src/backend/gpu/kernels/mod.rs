@@ -86,8 +86,10 @@ pub(crate) fn exec(
             g,
             shape,
         )?,
-        Op::Pool2d { kind, geom } => pool2d::forward(rec, *kind, geom, x(0), shape)?,
-        Op::Pool2dBackward { kind, geom } => pool2d::backward(rec, *kind, geom, x(0), x(1))?,
+        Op::MaxPool2d(g) => return Ok(pool2d::max_forward(rec, g, x(0), shape)?.into()),
+        Op::MaxPool2dBackward(g) => pool2d::backward(rec, g, Some(x(0)), x(1), shape)?,
+        Op::AvgPool2d(g) => pool2d::avg_forward(rec, g, x(0), shape)?,
+        Op::AvgPool2dBackward(g) => pool2d::backward(rec, g, None, x(0), shape)?,
         Op::Gather { axis } => index::index(rec, index::Entry::Gather, x(1), x(0), *axis, shape)?,
         Op::ScatterAdd { axis } => {
             index::index(rec, index::Entry::ScatterAdd, x(0), x(1), *axis, shape)?

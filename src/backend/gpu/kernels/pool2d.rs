@@ -5,7 +5,7 @@ use super::{with_shape, WORKGROUP};
 use crate::backend::gpu::pipeline::{kernel_params, Shader};
 use crate::backend::gpu::recorder::{grid, Bind, Recorder};
 use crate::backend::Value;
-use crate::op::{PoolGeom, PoolKind};
+use crate::op::PoolGeom;
 use crate::shape::numel;
 use crate::{DType, Result};
 
@@ -41,67 +41,106 @@ fn params(n: usize, hw: (usize, usize), ohw: (usize, usize), g: &PoolGeom) -> Po
     }
 }
 
-fn kind_constant(kind: PoolKind) -> [(&'static str, f64); 1] {
-    [("KIND", if kind == PoolKind::Max { 0.0 } else { 1.0 })]
+/// Max pooling: [maxima, argmax] of `x` `[n, c, h, w]` over `shape`.
+pub(crate) fn max_forward(
+    rec: &mut Recorder,
+    g: &PoolGeom,
+    x: &Value,
+    shape: &[usize],
+) -> Result<[Value; 2]> {
+    let n = numel(shape);
+    let out = rec.output("max_pool2d", n, DType::F32)?;
+    let argmax = rec.output("max_pool2d argmax", n, DType::I32)?;
+    if n > 0 {
+        let x = dense(rec, x)?;
+        let s = &x.layout.shape;
+        let p = params(n, (s[2], s[3]), (shape[2], shape[3]), g);
+        let pipeline = rec.ctx.pipeline(Shader::Pool2d, "max_forward", &[])?;
+        rec.dispatch(
+            &pipeline,
+            &p,
+            &[
+                Bind::Read(&x),
+                Bind::Skip,
+                Bind::Write(&out),
+                Bind::Write(&argmax),
+            ],
+            grid(n, WORKGROUP),
+        )?;
+    }
+    Ok([with_shape(out, shape), with_shape(argmax, shape)])
 }
 
-/// Pool `x` `[n, c, h, w]` into `shape` `[n, c, oh, ow]`.
-pub(crate) fn forward(
+/// Average pooling of `x` over `shape`.
+pub(crate) fn avg_forward(
     rec: &mut Recorder,
-    kind: PoolKind,
     g: &PoolGeom,
     x: &Value,
     shape: &[usize],
 ) -> Result<Value> {
     let n = numel(shape);
-    let out = rec.output("pool2d", n, DType::F32)?;
-    if n == 0 {
-        return Ok(with_shape(out, shape));
+    let out = rec.output("avg_pool2d", n, DType::F32)?;
+    if n > 0 {
+        let x = dense(rec, x)?;
+        let s = &x.layout.shape;
+        let p = params(n, (s[2], s[3]), (shape[2], shape[3]), g);
+        let pipeline = rec.ctx.pipeline(Shader::Pool2d, "avg_forward", &[])?;
+        rec.dispatch(
+            &pipeline,
+            &p,
+            &[Bind::Read(&x), Bind::Skip, Bind::Write(&out)],
+            grid(n, WORKGROUP),
+        )?;
     }
-    let x = dense(rec, x)?;
-    let s = &x.layout.shape;
-    let p = params(n, (s[2], s[3]), (shape[2], shape[3]), g);
-    let pipeline = rec
-        .ctx
-        .pipeline(Shader::Pool2d, "forward", &kind_constant(kind))?;
-    rec.dispatch(
-        &pipeline,
-        &p,
-        &[Bind::Read(&x), Bind::Skip, Bind::Write(&out)],
-        grid(n, WORKGROUP),
-    )?;
     Ok(with_shape(out, shape))
 }
 
-/// The gradient with respect to `x` of pooling, given `dy`.
+/// Pooling's gradient with respect to x (of `x_shape`) from `dy`; max
+/// pooling reads its forward pass's `argmax`.
 pub(crate) fn backward(
     rec: &mut Recorder,
-    kind: PoolKind,
     g: &PoolGeom,
-    x: &Value,
+    argmax: Option<&Value>,
     dy: &Value,
+    x_shape: &[usize],
 ) -> Result<Value> {
-    let shape = x.layout.shape.clone();
-    let n = numel(&shape);
+    let n = numel(x_shape);
     let out = rec.output("pool2d_backward", n, DType::F32)?;
     if n == 0 {
-        return Ok(with_shape(out, &shape));
+        return Ok(with_shape(out, x_shape));
     }
     if dy.layout.numel() == 0 {
         rec.clear(&out);
-        return Ok(with_shape(out, &shape));
+        return Ok(with_shape(out, x_shape));
     }
-    let (x, dy) = (dense(rec, x)?, dense(rec, dy)?);
+    let dy = dense(rec, dy)?;
     let d = &dy.layout.shape;
-    let p = params(n, (shape[2], shape[3]), (d[2], d[3]), g);
-    let pipeline = rec
-        .ctx
-        .pipeline(Shader::Pool2d, "backward", &kind_constant(kind))?;
-    rec.dispatch(
-        &pipeline,
-        &p,
-        &[Bind::Read(&x), Bind::Read(&dy), Bind::Write(&out)],
-        grid(n, WORKGROUP),
-    )?;
-    Ok(with_shape(out, &shape))
+    let p = params(n, (x_shape[2], x_shape[3]), (d[2], d[3]), g);
+    match argmax {
+        Some(a) => {
+            let a = dense(rec, a)?;
+            let pipeline = rec.ctx.pipeline(Shader::Pool2d, "max_backward", &[])?;
+            rec.dispatch(
+                &pipeline,
+                &p,
+                &[
+                    Bind::Skip,
+                    Bind::Read(&dy),
+                    Bind::Write(&out),
+                    Bind::Read(&a),
+                ],
+                grid(n, WORKGROUP),
+            )?;
+        }
+        None => {
+            let pipeline = rec.ctx.pipeline(Shader::Pool2d, "avg_backward", &[])?;
+            rec.dispatch(
+                &pipeline,
+                &p,
+                &[Bind::Skip, Bind::Read(&dy), Bind::Write(&out)],
+                grid(n, WORKGROUP),
+            )?;
+        }
+    }
+    Ok(with_shape(out, x_shape))
 }
