@@ -149,11 +149,34 @@ fn vjp_multi(node: &Tensor, gs: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>
                 DType::F32,
             ))])
         }
+        Op::AdamUpdate(_) | Op::SgdUpdate(_) => vjp_by_reference(node, gs),
         other => Err(Error::Grad(format!(
             "internal: no gradient rule for the outputs of {}",
             other.name()
         ))),
     }
+}
+
+/// The gradient of an optimizer update through its reference composition
+/// (`ops/optim.rs`): fresh leaves stand for the inputs, so the gradients
+/// come out as expressions in the inputs.
+fn vjp_by_reference(node: &Tensor, gs: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+    let leaves: Vec<Tensor> = node
+        .inputs()
+        .iter()
+        .map(|x| x.detach().with_grad())
+        .collect();
+    let outs = crate::ops::optim::reference_outputs(node.op(), &leaves)?;
+    let roots: Vec<(Tensor, Tensor)> = outs
+        .into_iter()
+        .zip(gs)
+        .filter_map(|(o, g)| g.clone().map(|g| (o, g)))
+        .collect();
+    if roots.is_empty() {
+        return Ok(vec![None; leaves.len()]);
+    }
+    let grads = backward_from(&roots)?;
+    Ok(leaves.iter().map(|l| grads.get(l).cloned()).collect())
 }
 
 /// Gradients of `loss` with respect to `params` (zeros where it does not depend on one).
@@ -307,7 +330,8 @@ fn vjp(node: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
             Some(Tensor::conv2d_backward_data(&x[1], g, *geom, x[0].shape())),
             Some(Tensor::conv2d_raw(&x[0], g, *geom, x[1].shape())),
         ]),
-        Op::MaxPool2d(_) | Op::Output(_) => Err(Error::Grad(format!(
+        Op::SgdUpdate(_) => vjp_by_reference(node, &[Some(g.clone())]),
+        Op::MaxPool2d(_) | Op::AdamUpdate(_) | Op::Output(_) => Err(Error::Grad(format!(
             "internal: {} reached the single-output rules",
             node.op().name()
         ))),

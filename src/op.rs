@@ -52,6 +52,55 @@ pub struct PoolGeom {
     pub padding: (usize, usize),
 }
 
+/// One Adam/AdamW update (Kingma & Ba; AdamW's decoupled weight decay when
+/// `weight_decay` is nonzero) at step `t` (from 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub t: i32,
+}
+
+/// The f32 constants of an Adam update, computed one way for every backend
+/// and for the unfused reference, so all of them round alike.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AdamConstants {
+    pub one_minus_beta1: f32,
+    pub one_minus_beta2: f32,
+    /// 1 / (1 - beta1^t), 1 / (1 - beta2^t): the bias corrections.
+    pub inv_c1: f32,
+    pub inv_c2: f32,
+    /// lr * weight_decay.
+    pub lr_wd: f32,
+}
+
+impl AdamStep {
+    pub(crate) fn constants(&self) -> AdamConstants {
+        let c1 = 1.0 - self.beta1.powi(self.t);
+        let c2 = 1.0 - self.beta2.powi(self.t);
+        AdamConstants {
+            one_minus_beta1: 1.0 - self.beta1,
+            one_minus_beta2: 1.0 - self.beta2,
+            inv_c1: 1.0 / c1,
+            inv_c2: 1.0 / c2,
+            lr_wd: self.lr * self.weight_decay,
+        }
+    }
+}
+
+/// One SGD update: momentum 0 is plain gradient descent; weight decay is
+/// added to the gradient (L2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+}
+
 /// A node's operation. Graph nodes hold data, never closures; shapes of the
 /// output are stored on the node.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,6 +179,13 @@ pub enum Op {
         axis: usize,
     },
 
+    // ---- optimizer updates, one kernel per parameter
+    /// inputs (param, grad, m, v); outputs (param, m, v) after the step.
+    AdamUpdate(AdamStep),
+    /// inputs (param, grad) and, with momentum, the velocity; outputs the
+    /// param and, with momentum, the velocity after the step.
+    SgdUpdate(SgdStep),
+
     // ---- plumbing
     /// Output `i` of its one input, a node with several outputs.
     Output(usize),
@@ -166,6 +222,8 @@ impl Op {
             Op::AvgPool2dBackward(_) => "avg_pool2d_backward",
             Op::Gather { .. } => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
+            Op::AdamUpdate(_) => "adam_update",
+            Op::SgdUpdate(_) => "sgd_update",
             Op::Output(_) => "output",
             Op::ToDevice => "to_device",
         }
@@ -177,6 +235,8 @@ impl Op {
     pub fn outputs(&self) -> usize {
         match self {
             Op::MaxPool2d(_) => 2,
+            Op::AdamUpdate(_) => 3,
+            Op::SgdUpdate(s) if s.momentum != 0.0 => 2,
             _ => 1,
         }
     }

@@ -322,3 +322,35 @@ fn gradients_live_on_their_tensors_device() -> Result<()> {
     assert!(stats.dispatches > 0 && stats.sessions == 1, "{stats:?}");
     Ok(())
 }
+
+/// One training step of the reference CNN (forward, backward, Adam) is one
+/// realize; its dispatch count is what the GPU host pays per step, so it
+/// must not creep up. Printed for the record (`--nocapture`).
+#[test]
+fn a_seed_cnn_step_records_few_dispatches() -> Result<()> {
+    use shadergrad::nn::Module;
+    let Some(gpu) = gpu_device() else {
+        return Ok(());
+    };
+    shadergrad::with_device(gpu, || {
+        shadergrad::manual_seed(0);
+        let model = shadergrad::models::seed_cnn()?;
+        let params = model.parameters().into_iter().map(|(_, p)| p).collect();
+        let mut opt = shadergrad::Adam::new(params, 1e-3);
+        let x = rt(&[4, 3, 32, 32], 1);
+        let y = Tensor::from_slice_i32(&[0, 3, 7, 9], &[4])?;
+        let mut counts = vec![];
+        for _ in 0..3 {
+            let logits = model.forward(&x)?;
+            let loss = logits.cross_entropy(&y, 0.0)?;
+            let correct = logits.detach().argmax(1, false)?.eq(&y)?.sum_all();
+            shadergrad::Optimizer::step_with(&mut opt, &loss, std::slice::from_ref(&correct))?;
+            counts.push(shadergrad::last_realize_stats().dispatches);
+        }
+        eprintln!("seed-cnn step dispatches: {counts:?}");
+        // 71 at this writing (was 90 before the fused updates): about 60
+        // for forward and backward, one per parameter for Adam.
+        assert!(counts[2] <= 75, "{counts:?}");
+        Ok(())
+    })
+}

@@ -308,7 +308,46 @@ fn max_pool_second_derivative() -> Result<()> {
     Ok(())
 }
 
+/// The update kernels are differentiable in every input, each of their
+/// outputs carrying a gradient (through their reference composition).
+fn optimizer_updates() -> Result<()> {
+    let (p, g, m) = (rt(&[3, 4], 1), rt(&[3, 4], 2), rt(&[3, 4], 3));
+    let v = positive(&[3, 4], 4);
+    let adam = shadergrad::optim::AdamStep {
+        lr: 0.1,
+        beta1: 0.8,
+        beta2: 0.9,
+        eps: 1e-3,
+        weight_decay: 0.5,
+        t: 3,
+    };
+    gradcheck(vec![p.clone(), g.clone(), m.clone(), v], move |x| {
+        let outs = shadergrad::optim::adam_update(&x[0], &x[1], &x[2], &x[3], &adam)?;
+        Tensor::stack(&outs, 0)
+    });
+    let sgd = shadergrad::optim::SgdStep {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 0.5,
+    };
+    gradcheck(vec![p.clone(), g.clone(), m.clone()], move |x| {
+        let (p2, v2) = shadergrad::optim::sgd_update(&x[0], &x[1], Some(&x[2]), &sgd)?;
+        Tensor::stack(&[p2, v2.expect("momentum gives a velocity")], 0)
+    });
+    let plain = shadergrad::optim::SgdStep {
+        momentum: 0.0,
+        nesterov: false,
+        ..sgd
+    };
+    gradcheck(vec![p, g], move |x| {
+        Ok(shadergrad::optim::sgd_update(&x[0], &x[1], None, &plain)?.0)
+    });
+    Ok(())
+}
+
 backend_tests!(
+    optimizer_updates,
     unary_ops,
     binary_ops_broadcast,
     where_op,

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use shadergrad::optim::AdamStep;
 use shadergrad::{Adam, Conv2dOpts, Optimizer, Parameter, Result, Sgd, Tensor};
 
 /// Uniform in [-a, a) (Glorot/Kaiming-style init for the tests).
@@ -136,7 +137,122 @@ fn cnn_fits_two_class_images() -> Result<()> {
     Ok(())
 }
 
+/// Largest distance between two f32 vectors in units in the last place.
+fn max_ulps(a: &[f32], b: &[f32]) -> u32 {
+    // Map the bits onto a line where adjacent floats differ by 1.
+    let key = |x: f32| {
+        let b = x.to_bits() as i32;
+        if b < 0 {
+            i32::MIN - b
+        } else {
+            b
+        }
+    };
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| key(x).abs_diff(key(y)))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The update kernels against the same arithmetic as elementwise ops:
+/// five steps of each optimizer on a small MLP, from the same start. On
+/// the cpu backend both run the same f32 operations in the same order, so
+/// they agree bit for bit; GPU drivers may contract a multiply-add into an
+/// fma in one form and not the other, so there they agree within 1 ulp.
+fn fused_updates_equal_the_unfused_ones() -> Result<()> {
+    let tolerance = if shadergrad::default_device().is_gpu() {
+        1
+    } else {
+        0
+    };
+    let x = rt(&[16, 5], 1);
+    let y = ti(&(0..16).map(|i| i % 3).collect::<Vec<_>>(), &[16]);
+    type Make = fn(Vec<Parameter>, bool) -> Box<dyn Optimizer>;
+    let optimizers: [(&str, Make); 5] = [
+        ("adam", |p, f| Box::new(Adam::new(p, 0.01).fused(f))),
+        ("adamw", |p, f| {
+            Box::new(Adam::new(p, 0.01).weight_decay(0.1).fused(f))
+        }),
+        ("gd", |p, f| Box::new(Sgd::new(p, 0.1).fused(f))),
+        ("sgd momentum", |p, f| {
+            Box::new(Sgd::new(p, 0.1).momentum(0.9, false).fused(f))
+        }),
+        ("nesterov + l2", |p, f| {
+            Box::new(
+                Sgd::new(p, 0.1)
+                    .momentum(0.9, true)
+                    .weight_decay(0.01)
+                    .fused(f),
+            )
+        }),
+    ];
+    for (name, make) in optimizers {
+        let run = |fused: bool| -> Result<Vec<Vec<f32>>> {
+            let params = vec![
+                Parameter::new(rt(&[8, 5], 2))?,
+                Parameter::new(rt(&[8], 3))?,
+                Parameter::new(rt(&[3, 8], 4))?,
+            ];
+            let mut opt = make(params.clone(), fused);
+            for _ in 0..5 {
+                let h = x.linear(&params[0].get(), Some(&params[1].get()))?.tanh();
+                let logits = h.linear(&params[2].get(), None)?;
+                opt.step(&logits.cross_entropy(&y, 0.0)?)?;
+            }
+            params.iter().map(|p| p.get().to_vec()).collect()
+        };
+        let (fused, unfused) = (run(true)?, run(false)?);
+        for (k, (a, b)) in fused.iter().zip(&unfused).enumerate() {
+            let d = max_ulps(a, b);
+            assert!(d <= tolerance, "{name}: parameter {k} differs by {d} ulp");
+        }
+        assert_ne!(
+            fused[0],
+            rt(&[8, 5], 2).to_vec()?,
+            "{name}: the weights moved"
+        );
+    }
+    Ok(())
+}
+
+/// The update for one parameter is one kernel on the GPU (three outputs
+/// for Adam) and one cpu pass.
+fn an_update_is_one_kernel() -> Result<()> {
+    let (p, g, m, v) = (
+        rt(&[33, 7], 1),
+        rt(&[33, 7], 2),
+        rt(&[33, 7], 3),
+        rt(&[33, 7], 4),
+    );
+    Tensor::realize_all(&[p.clone(), g.clone(), m.clone(), v.clone()])?;
+    let v = v.abs();
+    v.realize()?;
+    let step = AdamStep {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        t: 2,
+    };
+    let outs = shadergrad::optim::adam_update(&p, &g, &m, &v, &step)?;
+    Tensor::realize_all(&outs)?;
+    let stats = shadergrad::last_realize_stats();
+    assert_eq!(stats.kernels, 1, "{stats:?}");
+    if shadergrad::default_device().is_gpu() {
+        assert_eq!(stats.dispatches, 1, "{stats:?}");
+    }
+    let reference = shadergrad::optim::adam_update_unfused(&p, &g, &m, &v, &step)?;
+    for (a, b) in outs.iter().zip(&reference) {
+        assert!(max_ulps(&a.to_vec()?, &b.to_vec()?) <= 1);
+    }
+    Ok(())
+}
+
 backend_tests!(
+    fused_updates_equal_the_unfused_ones,
+    an_update_is_one_kernel,
     sgd_steps_match_hand_computation,
     adam_steps_match_hand_computation,
     mlp_learns_xor,

@@ -9,6 +9,7 @@ pub mod index;
 pub mod linalg;
 pub mod loss;
 pub mod movement;
+pub(crate) mod optim;
 pub mod reduce;
 
 use crate::{DType, Error, Result, Tensor};

@@ -7,8 +7,73 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub mod schedule;
 
+pub use crate::op::{AdamStep, SgdStep};
 pub use schedule::{l1_penalty, l2_penalty, LrSchedule};
 
+/// One Adam/AdamW step of one parameter as a single kernel: `[param, m,
+/// v]` after it (what [`Adam`] runs per parameter). Differentiable in
+/// every input through its reference composition.
+pub fn adam_update(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    step: &AdamStep,
+) -> Result<[Tensor; 3]> {
+    optim_ops::adam_update(param, grad, m, v, *step)
+}
+
+/// The same step as separate elementwise ops: the definition
+/// [`adam_update`] reproduces bit for bit on the cpu backend.
+pub fn adam_update_unfused(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    step: &AdamStep,
+) -> Result<[Tensor; 3]> {
+    optim_ops::adam_reference(param, grad, m, v, *step)
+}
+
+/// One SGD step of one parameter as a single kernel: the new parameter
+/// and, when `step.momentum` is nonzero, the new velocity (`velocity` is
+/// required then, and must be None otherwise).
+pub fn sgd_update(
+    param: &Tensor,
+    grad: &Tensor,
+    velocity: Option<&Tensor>,
+    step: &SgdStep,
+) -> Result<(Tensor, Option<Tensor>)> {
+    check_velocity(velocity, step)?;
+    optim_ops::sgd_update(param, grad, velocity, *step)
+}
+
+/// [`sgd_update`] as separate elementwise ops.
+pub fn sgd_update_unfused(
+    param: &Tensor,
+    grad: &Tensor,
+    velocity: Option<&Tensor>,
+    step: &SgdStep,
+) -> Result<(Tensor, Option<Tensor>)> {
+    check_velocity(velocity, step)?;
+    optim_ops::sgd_reference(param, grad, velocity, *step)
+}
+
+fn check_velocity(velocity: Option<&Tensor>, step: &SgdStep) -> Result<()> {
+    if velocity.is_some() != (step.momentum != 0.0) {
+        return Err(Error::param(
+            "sgd_update",
+            format!(
+                "momentum {} needs {} velocity",
+                step.momentum,
+                if step.momentum != 0.0 { "a" } else { "no" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+use crate::ops::optim as optim_ops;
 use crate::{no_grad, Error, Result, Tensor};
 
 /// A tensor shared between a model and its optimizer: the model reads the
@@ -205,6 +270,9 @@ pub struct Sgd {
     pub momentum: f32,
     pub nesterov: bool,
     pub weight_decay: f32,
+    /// One kernel per parameter for the update (default), or the same
+    /// arithmetic as separate elementwise ops.
+    pub fused: bool,
     velocity: Vec<Tensor>,
 }
 
@@ -217,8 +285,16 @@ impl Sgd {
             momentum: 0.0,
             nesterov: false,
             weight_decay: 0.0,
+            fused: true,
             velocity,
         }
+    }
+
+    /// Update each parameter in one kernel (`true`, the default) or as
+    /// elementwise ops (the reference the kernel reproduces bit for bit).
+    pub fn fused(mut self, fused: bool) -> Sgd {
+        self.fused = fused;
+        self
     }
 
     pub fn momentum(mut self, momentum: f32, nesterov: bool) -> Sgd {
@@ -237,27 +313,26 @@ impl Optimizer for Sgd {
     fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32> {
         check_loss(loss)?;
         let grads = loss.backward()?;
+        let step = SgdStep {
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+        };
         let (new_p, new_v) = no_grad(|| -> Result<(Vec<Tensor>, Vec<Tensor>)> {
             let mut new_p = Vec::new();
             let mut new_v = Vec::new();
             for (param, v) in self.params.iter().zip(&self.velocity) {
                 let p = param.get();
-                let mut g = grads.get_or_zeros(&p);
-                if self.weight_decay != 0.0 {
-                    g = g.add(&p.mul_scalar(self.weight_decay))?;
-                }
-                if self.momentum != 0.0 {
-                    let v2 = v.mul_scalar(self.momentum).add(&g)?;
-                    g = if self.nesterov {
-                        g.add(&v2.mul_scalar(self.momentum))?
-                    } else {
-                        v2.clone()
-                    };
-                    new_v.push(v2);
+                let g = grads.get_or_zeros(&p);
+                let velocity = (self.momentum != 0.0).then_some(v);
+                let (p2, v2) = if self.fused {
+                    optim_ops::sgd_update(&p, &g, velocity, step)?
                 } else {
-                    new_v.push(v.clone());
-                }
-                new_p.push(p.sub(&g.mul_scalar(self.lr))?);
+                    optim_ops::sgd_reference(&p, &g, velocity, step)?
+                };
+                new_p.push(p2);
+                new_v.push(v2.unwrap_or_else(|| v.clone()));
             }
             Ok((new_p, new_v))
         })?;
@@ -297,6 +372,9 @@ pub struct Adam {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
+    /// One kernel per parameter for the update (default), or the same
+    /// arithmetic as separate elementwise ops.
+    pub fused: bool,
     step: i32,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -314,8 +392,23 @@ impl Adam {
             beta2: 0.999,
             eps: 1e-7,
             weight_decay: 0.0,
+            fused: true,
             step: 0,
         }
+    }
+
+    /// Update each parameter in one kernel (`true`, the default) or as
+    /// elementwise ops (the reference the kernel reproduces bit for bit).
+    pub fn fused(mut self, fused: bool) -> Adam {
+        self.fused = fused;
+        self
+    }
+
+    /// Adam's first and second moment decay rates.
+    pub fn betas(mut self, beta1: f32, beta2: f32) -> Adam {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
     }
 
     /// AdamW: decay the weights by `lr * wd` each step, apart from the gradient.
@@ -335,27 +428,25 @@ impl Optimizer for Adam {
         check_loss(loss)?;
         let grads = loss.backward()?;
         let t = self.step + 1;
-        let c1 = 1.0 - self.beta1.powi(t);
-        let c2 = 1.0 - self.beta2.powi(t);
+        let step = AdamStep {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            t,
+        };
         let (new_p, new_m, new_v) =
             no_grad(|| -> Result<(Vec<Tensor>, Vec<Tensor>, Vec<Tensor>)> {
                 let (mut np, mut nm, mut nv) = (Vec::new(), Vec::new(), Vec::new());
                 for ((param, m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
                     let p = param.get();
                     let g = grads.get_or_zeros(&p);
-                    let m2 = m
-                        .mul_scalar(self.beta1)
-                        .add(&g.mul_scalar(1.0 - self.beta1))?;
-                    let v2 = v
-                        .mul_scalar(self.beta2)
-                        .add(&g.square().mul_scalar(1.0 - self.beta2))?;
-                    let update = m2
-                        .div_scalar(c1)
-                        .div(&v2.div_scalar(c2).sqrt().add_scalar(self.eps))?;
-                    let mut p2 = p.sub(&update.mul_scalar(self.lr))?;
-                    if self.weight_decay != 0.0 {
-                        p2 = p2.sub(&p.mul_scalar(self.lr * self.weight_decay))?;
-                    }
+                    let [p2, m2, v2] = if self.fused {
+                        optim_ops::adam_update(&p, &g, m, v, step)?
+                    } else {
+                        optim_ops::adam_reference(&p, &g, m, v, step)?
+                    };
                     np.push(p2);
                     nm.push(m2);
                     nv.push(v2);

@@ -5,6 +5,7 @@ mod conv;
 pub(crate) mod elementwise;
 mod index;
 mod matmul;
+mod optim;
 mod pool;
 mod reduce;
 
@@ -35,9 +36,12 @@ impl Session for CpuSession {
         shape: &[usize],
         dtype: DType,
     ) -> Result<Vec<Value>> {
-        match op {
-            Op::MaxPool2d(g) => Ok(pool::max_pool2d(g, &host_inputs(inputs)?[0], shape).into()),
-            _ => Ok(vec![exec(op, inputs, shape, dtype)?]),
+        let x = host_inputs(inputs)?;
+        match (op, x.as_slice()) {
+            (Op::MaxPool2d(g), [x]) => Ok(pool::max_pool2d(g, x, shape).into()),
+            (Op::AdamUpdate(s), [p, g, m, v]) => Ok(optim::adam(s, p, g, m, v).into()),
+            (Op::SgdUpdate(s), [p, g, rest @ ..]) => Ok(optim::sgd(s, p, g, rest.first())),
+            _ => Ok(vec![exec(op, &x, shape, dtype)?]),
         }
     }
 
@@ -131,7 +135,7 @@ pub(crate) fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> 
         Op::Conv2dBackwardFilter(g) => {
             conv::conv2d_backward_filter(&inputs[0], &inputs[1], g, shape)
         }
-        Op::MaxPool2d(_) => {
+        Op::MaxPool2d(_) | Op::AdamUpdate(_) | Op::SgdUpdate(_) => {
             return Err(Error::param(
                 op.name(),
                 "internal: a multi-output op reached the single-output kernels",

@@ -23,11 +23,12 @@ pub(crate) enum Shader {
     Matmul,
     Pool2d,
     Index,
+    Optim,
 }
 
 impl Shader {
     #[cfg(test)]
-    pub(crate) const ALL: [Shader; 7] = [
+    pub(crate) const ALL: [Shader; 8] = [
         Shader::Copy,
         Shader::Fill,
         Shader::Reduce,
@@ -35,6 +36,7 @@ impl Shader {
         Shader::Matmul,
         Shader::Pool2d,
         Shader::Index,
+        Shader::Optim,
     ];
 
     pub(crate) fn file(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::Pool2d => "pool2d.wgsl",
             Shader::Index => "index.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -58,6 +61,7 @@ impl Shader {
             Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
             Shader::Pool2d => include_str!("../../../shaders/pool2d.wgsl"),
             Shader::Index => include_str!("../../../shaders/index.wgsl"),
+            Shader::Optim => include_str!("../../../shaders/optim.wgsl"),
         }
     }
 }

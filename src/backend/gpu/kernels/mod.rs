@@ -8,6 +8,7 @@ pub(crate) mod gemm;
 pub(crate) mod index;
 #[cfg(any(feature = "bench", test))]
 pub(crate) mod matmul;
+pub(crate) mod optim;
 pub(crate) mod pool2d;
 pub(crate) mod reduce;
 
@@ -87,6 +88,8 @@ pub(crate) fn exec(
             shape,
         )?,
         Op::MaxPool2d(g) => return Ok(pool2d::max_forward(rec, g, x(0), shape)?.into()),
+        Op::AdamUpdate(s) => return optim::adam(rec, s, &inputs, shape),
+        Op::SgdUpdate(s) => return optim::sgd(rec, s, &inputs, shape),
         Op::MaxPool2dBackward(g) => pool2d::backward(rec, g, Some(x(0)), x(1), shape)?,
         Op::AvgPool2d(g) => pool2d::avg_forward(rec, g, x(0), shape)?,
         Op::AvgPool2dBackward(g) => pool2d::backward(rec, g, None, x(0), shape)?,
