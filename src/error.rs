@@ -41,8 +41,8 @@ pub enum Error {
     /// No usable GPU, a lost device, a kernel that failed to compile.
     #[error("gpu: {0}")]
     Device(String),
-    /// The device could not allocate; smaller work can continue.
-    #[error("gpu out of memory: {0}")]
+    /// The host or a device could not allocate; smaller work can continue.
+    #[error("out of memory: {0}")]
     OutOfMemory(String),
 }
 

@@ -62,4 +62,77 @@ fn messages_name_op_shapes_and_fix() -> Result<()> {
     Ok(())
 }
 
-backend_tests!(messages_name_op_shapes_and_fix);
+/// Sizes that overflow, or that no memory holds, are errors naming the
+/// op and the shape, never a panic or an aborted process.
+fn overflowing_and_huge_sizes_are_errors() -> Result<()> {
+    says(
+        Tensor::arange(0.0, 1e30, 1.0),
+        &["arange", "elements", "step"],
+    );
+    says(Tensor::arange_i32(0, 5, 0), &["arange_i32", "non-zero"]);
+    // A shape whose element count overflows usize: lazy until realized.
+    let huge = Tensor::zeros(&[1 << 40, 1 << 40]).add_scalar(1.0);
+    let e = huge.realize().map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("[1099511627776, 1099511627776]") && e.contains("memory"),
+        "{e}"
+    );
+    // A sum that counts them overflows nothing either.
+    assert_eq!(huge.numel(), usize::MAX);
+    // Representable, but more than this machine (or device) holds.
+    let big = Tensor::zeros(&[1 << 22, 1 << 22]).add_scalar(1.0);
+    let e = big.realize().map(|_| ()).unwrap_err();
+    assert!(matches!(e, shadergrad::Error::OutOfMemory(_)), "{e}");
+    assert!(e.to_string().contains("smaller batch"), "{e}");
+    let a = rt(&[2, 3], 1);
+    says(
+        a.pad(&[(usize::MAX, 0), (0, 0)]),
+        &["pad", "[2, 3]", "memory"],
+    );
+    says(a.reshape(&[usize::MAX, 2]), &["reshape", "[2, 3]"]);
+    let x = rt(&[1, 3, 5, 5], 2);
+    says(
+        x.conv2d(
+            &rt(&[4, 3, 3, 3], 3),
+            None,
+            Conv2dOpts::default().padding(usize::MAX / 2),
+        ),
+        &["conv2d", "padding"],
+    );
+    // After all that, ordinary work runs.
+    assert_eq!(Tensor::ones(&[1000]).sum_all().item()?, 1000.0);
+    Ok(())
+}
+
+/// Checks that used to be missing: the weight's type in a transposed
+/// convolution, one_hot's class count.
+fn dtype_and_count_checks() -> Result<()> {
+    let x = rt(&[1, 2, 4, 4], 1);
+    says(
+        x.conv_transpose2d(
+            &ti(&[0; 2 * 3 * 9], &[2, 3, 3, 3]),
+            None,
+            Conv2dOpts::default(),
+            (0, 0),
+        ),
+        &["conv_transpose2d", "f32", "i32"],
+    );
+    let ids = ti(&[0, 2, 1], &[3]);
+    says(Tensor::one_hot(&ids, 0), &["one_hot", "0 classes"]);
+    says(
+        Tensor::one_hot(&ids, usize::MAX),
+        &["one_hot", "class count"],
+    );
+    assert_tensor(
+        &Tensor::one_hot(&ids, 3)?,
+        &[3, 3],
+        &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+    );
+    Ok(())
+}
+
+backend_tests!(
+    messages_name_op_shapes_and_fix,
+    overflowing_and_huge_sizes_are_errors,
+    dtype_and_count_checks
+);

@@ -245,6 +245,20 @@ fn device_errors_are_values() -> Result<()> {
         let bad = Tensor::from_slice_i32(&[0, 9], &[2, 1])?;
         let err = src.gather(1, &bad)?.to_vec().unwrap_err();
         assert!(err.to_string().contains("index 9 is out of range"), "{err}");
+        // The failed submit cached nothing, not even values computed in the
+        // same realize: every later read reports the error again.
+        let exp = src.exp();
+        let gathered = exp.gather(1, &bad)?;
+        for _ in 0..2 {
+            let err = Tensor::realize_all(&[exp.clone(), gathered.clone()]).unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{err}");
+            assert!(!gathered.is_realized() && !exp.is_realized());
+            let err = gathered.to_vec().unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{err}");
+        }
+        // A good read of the same source still works.
+        let good = Tensor::from_slice_i32(&[0, 2], &[2, 1])?;
+        assert_eq!(exp.gather(1, &good)?.to_vec()?.len(), 2);
         // More memory than one binding allows: a clear error, then smaller work runs.
         let huge = Tensor::zeros(&[1 << 20, 1 << 13]).add_scalar(1.0);
         let err = huge.realize().map(|_| ()).unwrap_err();

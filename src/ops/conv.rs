@@ -54,8 +54,8 @@ impl Conv2dOpts {
 
 /// Output length of a sliding window, or None when the window does not fit.
 fn out_len(input: usize, kernel: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
-    let span = dil * (kernel.checked_sub(1)?) + 1;
-    let padded = input + 2 * pad;
+    let span = dil.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let padded = input.checked_add(pad.checked_mul(2)?)?;
     if padded < span {
         return None;
     }
@@ -175,9 +175,12 @@ impl Tensor {
         );
         let (kh, kw) = (weight.shape()[2], weight.shape()[3]);
         let size = |i: usize, s: usize, p: usize, d: usize, k: usize, op: usize| -> Option<usize> {
-            ((i.checked_sub(1)? * s + d * (k.checked_sub(1)?) + op + 1) as isize - 2 * p as isize)
-                .try_into()
-                .ok()
+            let full = i
+                .checked_sub(1)?
+                .checked_mul(s)?
+                .checked_add(d.checked_mul(k.checked_sub(1)?)?)?
+                .checked_add(op + 1)?;
+            full.checked_sub(p.checked_mul(2)?)
         };
         let (Some(oh), Some(ow)) = (
             size(

@@ -167,8 +167,15 @@ impl Tensor {
             .shape()
             .iter()
             .zip(pads)
-            .map(|(&d, &(a, b))| d + a + b)
-            .collect();
+            .map(|(&d, &(a, b))| d.checked_add(a)?.checked_add(b))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| {
+                Error::shape(
+                    "pad",
+                    &[self.shape()],
+                    format!("padding {pads:?} makes an axis longer than any memory holds"),
+                )
+            })?;
         Ok(self.view(Op::Pad(pads.to_vec()), shape))
     }
 
@@ -200,7 +207,12 @@ impl Tensor {
                 ));
             }
         }
-        let total: usize = tensors.iter().map(|t| t.shape()[ax]).sum();
+        let total = tensors
+            .iter()
+            .try_fold(0usize, |acc, t| acc.checked_add(t.shape()[ax]))
+            .ok_or_else(|| {
+                Error::param("cat", "the joined axis is longer than any memory holds")
+            })?;
         // Each part padded to the full length, then summed: every piece is a primitive.
         let mut start = 0;
         let mut acc: Option<Tensor> = None;

@@ -28,6 +28,44 @@ pub(crate) const LIMITS: Limits = Limits {
 /// The cpu backend runs each node as it comes: a session has no state.
 pub(crate) struct CpuSession;
 
+/// Bytes of memory this machine has (Linux: MemTotal), if known.
+fn host_memory() -> Option<u64> {
+    static BYTES: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    })
+}
+
+/// An output that could never fit in this machine's memory is an error
+/// naming the op and shape, not an aborted process. Views and constants
+/// allocate nothing.
+fn check_host_memory(op: &Op, shape: &[usize]) -> Result<()> {
+    if matches!(
+        op,
+        Op::Full(_) | Op::Expand | Op::Permute(_) | Op::Shrink(_) | Op::Detach
+    ) {
+        return Ok(());
+    }
+    check_host_bytes(op.name(), shape, op.outputs())
+}
+
+fn check_host_bytes(op: &str, shape: &[usize], outputs: usize) -> Result<()> {
+    let bytes = (crate::shape::numel(shape) as u64)
+        .saturating_mul(4)
+        .saturating_mul(outputs as u64);
+    match host_memory() {
+        Some(total) if bytes > total => Err(Error::OutOfMemory(format!(
+            "{op}: an output of shape {shape:?} needs {:.1} GiB but this machine has {:.1} GiB; use a smaller batch or shape",
+            bytes as f64 / (1u64 << 30) as f64,
+            total as f64 / (1u64 << 30) as f64
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Session for CpuSession {
     fn exec(
         &mut self,
@@ -36,6 +74,7 @@ impl Session for CpuSession {
         shape: &[usize],
         dtype: DType,
     ) -> Result<Vec<Value>> {
+        check_host_memory(op, shape)?;
         let x = host_inputs(inputs)?;
         match (op, x.as_slice()) {
             (Op::MaxPool2d(g), [x]) => Ok(pool::max_pool2d(g, x, shape).into()),
@@ -46,6 +85,7 @@ impl Session for CpuSession {
     }
 
     fn fused(&mut self, program: &Program, leaves: &[Value], shape: &[usize]) -> Result<Value> {
+        check_host_bytes("elementwise", shape, 1)?;
         let host = leaves
             .iter()
             .map(Value::to_host)
