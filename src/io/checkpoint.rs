@@ -107,7 +107,7 @@ impl Checkpoint {
 
     /// Load every parameter and state tensor of `model`, after checking that
     /// names and shapes all match (the error lists every mismatch).
-    pub fn restore(&self, model: &dyn Module, source: &Path) -> Result<()> {
+    pub fn restore<M: Module + ?Sized>(&self, model: &M, source: &Path) -> Result<()> {
         let named = named_tensors(model);
         let mut problems = Vec::new();
         for (name, p) in &named {

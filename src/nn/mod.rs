@@ -27,13 +27,13 @@ pub trait Module: Send {
 }
 
 /// Parameters and state together, by name: everything a checkpoint holds.
-pub fn named_tensors(m: &dyn Module) -> Vec<(String, Parameter)> {
+pub fn named_tensors<M: Module + ?Sized>(m: &M) -> Vec<(String, Parameter)> {
     let mut all = m.parameters();
     all.extend(m.state());
     all
 }
 
-pub fn parameter_count(m: &dyn Module) -> usize {
+pub fn parameter_count<M: Module + ?Sized>(m: &M) -> usize {
     m.parameters()
         .iter()
         .map(|(_, p)| p.shape().iter().product::<usize>())

@@ -230,6 +230,7 @@ impl Context {
 }
 
 /// Parse and validate WGSL with naga, as wgpu does before compiling it.
+#[cfg(any(debug_assertions, test))]
 pub(crate) fn validate_wgsl(name: &str, source: &str) -> Result<wgpu::naga::Module> {
     use wgpu::naga;
     let module = naga::front::wgsl::parse_str(source).map_err(|e| {

@@ -115,7 +115,20 @@ struct EvalArgs {
     checkpoint: PathBuf,
 }
 
+/// Mesa's Vulkan device-select layer connects to Wayland to find the
+/// desktop's GPU, and without a usable XDG_RUNTIME_DIR the Wayland client
+/// prints "error: XDG_RUNTIME_DIR is invalid..." on every probe. We rank
+/// adapters ourselves, so then the layer is skipped (its documented
+/// switch), before any thread exists.
+fn quiet_adapter_probe() {
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    if !runtime_dir.is_some_and(|d| d.is_dir()) && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_adapter_probe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => run_train(a),
@@ -212,7 +225,11 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
         cfg.batch_size,
         cfg.epochs
     );
-    let mut observer = progress::Progress::new(!a.json)?;
+    let plot = (
+        cfg.out.join("metrics.png"),
+        format!("{} on CIFAR-10", cfg.model),
+    );
+    let mut observer = progress::Progress::new(!a.json, plot)?;
     let summary = train::train(
         &cfg,
         &mut model,
@@ -227,9 +244,9 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
             cfg.model,
             device.describe().replace('"', "'"),
             summary.history.len(),
-            last.map_or(f32::NAN, |m| m.train_loss),
-            last.map_or(f32::NAN, |m| m.test_accuracy),
-            summary.images_per_sec,
+            last.map_or(f32::NAN, |m| m.train_loss()),
+            last.map_or(f32::NAN, |m| m.test_accuracy()),
+            summary.examples_per_sec,
             summary.seconds,
             summary.stopped_early,
             summary.checkpoint.display()

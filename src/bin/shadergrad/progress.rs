@@ -1,22 +1,41 @@
-//! Progress bars for training, and Ctrl-C handling: the first Ctrl-C asks
-//! the loop to save a checkpoint and stop; a second one exits at once.
+//! Progress bars for training, the metrics plot after each epoch, and
+//! Ctrl-C handling: the first Ctrl-C asks the loop to save a checkpoint
+//! and stop; a second one exits at once.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use shadergrad::plot::EpochMetrics;
-use shadergrad::train::{Observer, StepInfo};
+use shadergrad::train::{EpochMetrics, Observer, StepInfo};
 use shadergrad::{Error, Result};
 
 pub struct Progress {
     bar: ProgressBar,
     interrupts: Arc<AtomicUsize>,
     visible: bool,
+    /// metrics.png and its title.
+    plot: (PathBuf, String),
+}
+
+/// A figure as the bar shows it: fractions (accuracy) as percentages.
+fn figure(name: &str, v: f32) -> String {
+    if name.contains("accuracy") {
+        format!("{:.2}%", v * 100.0)
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn figures(list: &[(String, f32)]) -> String {
+    list.iter()
+        .map(|(n, v)| format!("{n} {}", figure(n, *v)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Progress {
-    pub fn new(visible: bool) -> Result<Progress> {
+    pub fn new(visible: bool, plot: (PathBuf, String)) -> Result<Progress> {
         let interrupts = Arc::new(AtomicUsize::new(0));
         let flag = interrupts.clone();
         ctrlc::set_handler(move || {
@@ -34,6 +53,7 @@ impl Progress {
             bar,
             interrupts,
             visible,
+            plot,
         })
     }
 }
@@ -57,27 +77,37 @@ impl Observer for Progress {
     fn step(&mut self, s: &StepInfo) {
         self.bar.set_position(s.batch as u64);
         if s.batch.is_multiple_of(10) || s.batch == s.batches {
+            let metrics: Vec<String> = s
+                .metrics
+                .iter()
+                .map(|(n, v)| format!("{} {}", n.replace("accuracy", "acc"), figure(n, *v)))
+                .collect();
             self.bar.set_message(format!(
-                "loss {:.4} acc {:.2}% {:.0} img/s",
+                "loss {:.4} {} {:.0}/s",
                 s.loss,
-                s.accuracy * 100.0,
-                s.images_per_sec
+                metrics.join(" "),
+                s.examples_per_sec
             ));
         }
     }
 
-    fn epoch_end(&mut self, m: &EpochMetrics) {
+    fn epoch_end(&mut self, history: &[EpochMetrics]) -> Result<()> {
         self.bar.finish_and_clear();
-        eprintln!(
-            "epoch {:>2}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0} img/s, {:.1}s",
-            m.epoch,
-            m.train_loss,
-            m.train_accuracy * 100.0,
-            m.test_loss,
-            m.test_accuracy * 100.0,
-            m.images_per_sec,
-            m.seconds
-        );
+        if let Some(m) = history.last() {
+            let test = if m.test.is_empty() {
+                String::new()
+            } else {
+                format!(" | test {}", figures(&m.test))
+            };
+            eprintln!(
+                "epoch {:>2}: train {}{test} | {:.0}/s, {:.1}s",
+                m.epoch,
+                figures(&m.train),
+                m.examples_per_sec,
+                m.seconds
+            );
+        }
+        shadergrad::plot::plot_metrics(history, &self.plot.1, &self.plot.0)
     }
 
     fn message(&mut self, msg: &str) {

@@ -1,20 +1,74 @@
-//! The image-classification training loop behind `shadergrad train`:
-//! epochs of seeded batches, evaluation after each epoch, metrics CSV and
-//! plot, checkpoints every epoch (and on request mid-epoch) that a later run
-//! resumes from bit for bit.
+//! The training loop behind `shadergrad train`, generic over a model (any
+//! [`Module`]), a data source ([`DataSource`]) and an objective
+//! ([`Objective`]: the loss and metrics of a batch): epochs of seeded
+//! batches, evaluation after each epoch, `metrics.csv`, checkpoints every
+//! epoch (and on request mid-epoch) that a later run resumes from bit for
+//! bit. Image classification (`classify`) is its first user.
+
+pub mod classify;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use crate::data::batches::{Augment, BatchOptions, Batcher};
-use crate::data::ImageDataset;
+use crate::data::batches::Augment;
 use crate::io::checkpoint;
 use crate::nn::{named_tensors, Module};
 use crate::optim::{Adam, LrSchedule, Optimizer, Sgd};
-use crate::plot::{metrics_csv, plot_metrics, EpochMetrics};
 use crate::{Error, Result, Tensor};
+
+pub use classify::{evaluate, train, Classification, Evaluation, ImageSource};
+pub use metrics::{metrics_csv, parse_metrics_csv, EpochMetrics};
+
+/// How one epoch's batches are drawn.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochPlan {
+    pub epoch: u64,
+    /// The first batch (to resume mid-epoch).
+    pub start: usize,
+    pub batch_size: usize,
+    /// Shuffle by (seed, epoch); evaluation reads in order.
+    pub shuffle: bool,
+    pub seed: u64,
+}
+
+/// Where batches come from.
+pub trait DataSource: Sync {
+    type Batch;
+    /// Examples per epoch.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// What an example is called in throughput figures ("images").
+    fn unit(&self) -> &'static str {
+        "examples"
+    }
+    /// One epoch's batches, in order, from `plan.start`. The same plan
+    /// gives the same batches.
+    fn batches(&self, plan: EpochPlan) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_>;
+    /// Examples in a batch.
+    fn batch_len(&self, batch: &Self::Batch) -> usize;
+}
+
+/// A batch's loss and metrics, built lazily: the optimizer step realizes
+/// them with the gradients and the update.
+pub struct StepOutput {
+    /// The mean loss over the batch (what is minimised).
+    pub loss: Tensor,
+    /// Each metric summed over the batch (e.g. the number of correct
+    /// predictions), in [`Objective::metrics`]' order; the loop reports
+    /// them per example.
+    pub metrics: Vec<Tensor>,
+}
+
+/// What training minimises and reports, for a model `M` and batches `B`.
+pub trait Objective<M: ?Sized, B> {
+    /// Names of the metrics `forward` returns ("accuracy").
+    fn metrics(&self) -> Vec<&'static str>;
+    fn forward(&self, model: &M, batch: &B) -> Result<StepOutput>;
+}
 
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
@@ -26,7 +80,9 @@ pub struct TrainConfig {
     pub optimizer: String,
     pub schedule: String,
     pub weight_decay: f32,
+    /// For classification (`classify::train`).
     pub label_smoothing: f32,
+    /// For image data (`classify::train`).
     pub augment: Augment,
     pub seed: u64,
     pub out: PathBuf,
@@ -61,16 +117,31 @@ pub struct StepInfo {
     pub epoch: usize,
     pub batch: usize,
     pub batches: usize,
+    /// Mean loss of the epoch so far.
     pub loss: f32,
-    pub accuracy: f32,
-    pub images_per_sec: f32,
+    /// Each metric per example over the epoch so far.
+    pub metrics: Vec<(&'static str, f32)>,
+    pub examples_per_sec: f32,
 }
 
-/// Hooks the caller provides (progress display, interruption).
+impl StepInfo {
+    /// A metric by name (NaN when absent).
+    pub fn metric(&self, name: &str) -> f32 {
+        self.metrics
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(f32::NAN, |(_, v)| *v)
+    }
+}
+
+/// Hooks the caller provides (progress display, plots, interruption).
 pub trait Observer {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize, _done: usize) {}
     fn step(&mut self, _info: &StepInfo) {}
-    fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
+    /// After each epoch, once its checkpoint and metrics.csv are written.
+    fn epoch_end(&mut self, _history: &[EpochMetrics]) -> Result<()> {
+        Ok(())
+    }
     fn message(&mut self, _msg: &str) {}
     /// Checked after every step: true saves a checkpoint and stops.
     fn should_stop(&self) -> bool {
@@ -88,17 +159,14 @@ pub struct TrainSummary {
     pub stopped_early: bool,
     pub checkpoint: PathBuf,
     pub seconds: f32,
-    pub images_per_sec: f32,
+    /// Training examples per second over the run's epochs.
+    pub examples_per_sec: f32,
 }
 
-/// Loss, accuracy and confusion matrix (`[true][predicted]`) over a data set.
-pub struct Evaluation {
-    pub loss: f32,
-    pub accuracy: f32,
-    pub confusion: Vec<Vec<usize>>,
-}
-
-pub fn make_optimizer(cfg: &TrainConfig, model: &dyn Module) -> Result<Box<dyn Optimizer>> {
+pub fn make_optimizer<M: Module + ?Sized>(
+    cfg: &TrainConfig,
+    model: &M,
+) -> Result<Box<dyn Optimizer>> {
     let params = model.parameters().into_iter().map(|(_, p)| p).collect();
     Ok(match cfg.optimizer.as_str() {
         "adam" => Box::new(Adam::new(params, cfg.lr)),
@@ -118,52 +186,54 @@ pub fn make_optimizer(cfg: &TrainConfig, model: &dyn Module) -> Result<Box<dyn O
     })
 }
 
-/// Evaluate in batches without gradients, in evaluation mode.
-pub fn evaluate(
-    model: &mut dyn Module,
-    data: &Arc<ImageDataset>,
-    batch: usize,
-) -> Result<Evaluation> {
+/// The objective's mean loss and metrics (per example) over `data`,
+/// without gradients, in evaluation mode: `[("loss", ..), (metric, ..)..]`.
+pub fn evaluate_objective<M, D, O>(
+    model: &mut M,
+    data: &D,
+    objective: &O,
+    batch_size: usize,
+) -> Result<Vec<(String, f32)>>
+where
+    M: Module + ?Sized,
+    D: DataSource,
+    O: Objective<M, D::Batch>,
+{
+    let names = objective.metrics();
+    let mut sums = vec![0.0f64; 1 + names.len()];
+    let mut seen = 0usize;
     model.set_training(false);
-    let classes = data
-        .labels
-        .iter()
-        .copied()
-        .max()
-        .map_or(0, |m| m as usize + 1)
-        .max(10);
-    let mut confusion = vec![vec![0usize; classes]; classes];
-    let mut loss_sum = 0.0f64;
-    let opts = BatchOptions {
-        batch_size: batch.max(1),
+    let plan = EpochPlan {
+        epoch: 0,
+        start: 0,
+        batch_size: batch_size.max(1),
         shuffle: false,
         seed: 0,
-        augment: Augment::default(),
-        normalize: None,
     };
     let result = crate::no_grad(|| -> Result<()> {
-        for b in Batcher::new(data.clone(), opts, 0, 0) {
-            let (x, y) = b.tensors()?;
-            let logits = model.forward(&x)?;
-            let loss = logits.cross_entropy(&y, 0.0)?;
-            let pred = logits.argmax(1, false)?;
-            Tensor::realize_all(&[loss.clone(), pred.clone()])?;
-            loss_sum += loss.item()? as f64 * b.labels.len() as f64;
-            for (&t, p) in b.labels.iter().zip(pred.to_vec_i32()?) {
-                confusion[t as usize][p as usize] += 1;
+        for batch in data.batches(plan) {
+            let batch = batch?;
+            let n = data.batch_len(&batch);
+            let out = objective.forward(model, &batch)?;
+            let mut all = vec![out.loss.clone()];
+            all.extend(out.metrics.iter().cloned());
+            Tensor::realize_all(&all)?;
+            sums[0] += out.loss.item()? as f64 * n as f64;
+            for (s, m) in sums[1..].iter_mut().zip(&out.metrics) {
+                *s += m.item()? as f64;
             }
+            seen += n;
         }
         Ok(())
     });
     model.set_training(true);
     result?;
-    let n = data.len().max(1);
-    let correct: usize = (0..classes).map(|i| confusion[i][i]).sum();
-    Ok(Evaluation {
-        loss: (loss_sum / n as f64) as f32,
-        accuracy: correct as f32 / n as f32,
-        confusion,
-    })
+    let n = seen.max(1) as f64;
+    Ok(std::iter::once("loss")
+        .chain(names)
+        .zip(sums)
+        .map(|(name, s)| (name.to_string(), (s / n) as f32))
+        .collect())
 }
 
 /// Where training resumes: epoch in progress, next batch, and the partial
@@ -173,7 +243,7 @@ struct Position {
     epoch: usize,
     batch: usize,
     loss_sum: f64,
-    correct: usize,
+    metric_sums: Vec<f64>,
     seen: usize,
     seconds: f64,
 }
@@ -193,30 +263,32 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("checkpoint.safetensors")
 }
 
-fn write_metrics(out: &Path, history: &[EpochMetrics], model: &str) -> Result<()> {
+fn write_metrics(out: &Path, history: &[EpochMetrics], unit: &str) -> Result<()> {
     let path = out.join("metrics.csv");
     let tmp = out.join("metrics.csv.tmp");
-    std::fs::write(&tmp, metrics_csv(history))
+    std::fs::write(&tmp, metrics_csv(history, unit))
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| Error::Io {
             path: path.display().to_string(),
             msg: e.to_string(),
-        })?;
-    plot_metrics(
-        history,
-        &format!("{model} on CIFAR-10"),
-        &out.join("metrics.png"),
-    )
+        })
 }
 
-/// Train `model` on `train`, evaluating on `test` after each epoch.
-pub fn train(
+/// Train `model` on `train` for `cfg.epochs`, minimising `objective`, and
+/// evaluate it on `eval` after each epoch.
+pub fn fit<M, D, O>(
     cfg: &TrainConfig,
-    model: &mut dyn Module,
-    train: &Arc<ImageDataset>,
-    test: &Arc<ImageDataset>,
+    model: &mut M,
+    train: &D,
+    eval: Option<&D>,
+    objective: &O,
     observer: &mut dyn Observer,
-) -> Result<TrainSummary> {
+) -> Result<TrainSummary>
+where
+    M: Module + ?Sized,
+    D: DataSource,
+    O: Objective<M, D::Batch>,
+{
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(Error::param(
             "train",
@@ -230,12 +302,18 @@ pub fn train(
         path: cfg.out.display().to_string(),
         msg: e.to_string(),
     })?;
+    let names = objective.metrics();
     let mut opt = make_optimizer(cfg, model)?;
     let batches = train.len().div_ceil(cfg.batch_size);
     let total_steps = batches * cfg.epochs;
     let schedule = LrSchedule::parse(&cfg.schedule, batches)?;
     let mut history: Vec<EpochMetrics> = Vec::new();
-    let mut pos = Position::default();
+    let fresh = |epoch: usize| Position {
+        epoch,
+        metric_sums: vec![0.0; names.len()],
+        ..Position::default()
+    };
+    let mut pos = fresh(0);
 
     if let Some(path) = &cfg.resume {
         let ck = checkpoint::load(path)?;
@@ -247,11 +325,23 @@ pub fn train(
         }
         ck.restore(model, path)?;
         opt.load_state_tensors(&|name| ck.tensor(name).and_then(|t| t.ok()))?;
+        let sums: String = meta_get(&ck.metadata, "partial_metrics", path)?;
+        let metric_sums: Vec<f64> = sums
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap_or(f64::NAN))
+            .collect();
+        if metric_sums.len() != names.len() || metric_sums.iter().any(|v| v.is_nan()) {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                msg: format!("its partial metrics {sums:?} do not fit this objective's {names:?}"),
+            });
+        }
         pos = Position {
             epoch: meta_get(&ck.metadata, "epoch", path)?,
             batch: meta_get(&ck.metadata, "batch", path)?,
             loss_sum: meta_get(&ck.metadata, "partial_loss_sum", path)?,
-            correct: meta_get(&ck.metadata, "partial_correct", path)?,
+            metric_sums,
             seen: meta_get(&ck.metadata, "partial_seen", path)?,
             seconds: meta_get(&ck.metadata, "partial_seconds", path)?,
         };
@@ -267,12 +357,7 @@ pub fn train(
         history = ck
             .metadata
             .get("metrics_csv")
-            .map(|csv| {
-                csv.lines()
-                    .skip(1)
-                    .filter_map(EpochMetrics::parse_csv_row)
-                    .collect()
-            })
+            .map(|csv| parse_metrics_csv(csv))
             .unwrap_or_default();
         observer.message(&format!(
             "resumed from {} at epoch {}, batch {}",
@@ -282,19 +367,17 @@ pub fn train(
         ));
     }
 
+    let unit = train.unit();
     let ck_path = checkpoint_path(&cfg.out);
-    let save = |model: &dyn Module,
-                opt: &dyn Optimizer,
-                pos: &Position,
-                history: &[EpochMetrics]|
-     -> Result<()> {
+    let save = |model: &M, opt: &dyn Optimizer, pos: &Position, history: &[EpochMetrics]| {
         let mut tensors: Vec<(String, Tensor)> = named_tensors(model)
             .into_iter()
             .map(|(n, p)| (n, p.get()))
             .collect();
         tensors.extend(opt.state_tensors());
+        let sums: Vec<String> = pos.metric_sums.iter().map(|v| v.to_string()).collect();
         let meta: HashMap<String, String> = [
-            ("format", "shadergrad-train-v1".to_string()),
+            ("format", "shadergrad-train-v2".to_string()),
             ("model", cfg.model.clone()),
             ("epoch", pos.epoch.to_string()),
             ("batch", pos.batch.to_string()),
@@ -304,55 +387,63 @@ pub fn train(
             ("optimizer", cfg.optimizer.clone()),
             ("lr", cfg.lr.to_string()),
             ("partial_loss_sum", pos.loss_sum.to_string()),
-            ("partial_correct", pos.correct.to_string()),
+            ("partial_metrics", sums.join(",")),
             ("partial_seen", pos.seen.to_string()),
             ("partial_seconds", pos.seconds.to_string()),
-            ("metrics_csv", metrics_csv(history)),
+            ("metrics_csv", metrics_csv(history, unit)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         checkpoint::save(&ck_path, &tensors, meta)
     };
+    let per_example = |pos: &Position| -> Vec<(&'static str, f32)> {
+        let n = pos.seen.max(1) as f64;
+        names
+            .iter()
+            .zip(&pos.metric_sums)
+            .map(|(name, s)| (*name, (s / n) as f32))
+            .collect()
+    };
 
     let run_start = Instant::now();
-    let mut images_trained = 0usize;
+    let mut examples_trained = 0usize;
     let mut stopped_early = false;
     model.set_training(true);
     while pos.epoch < cfg.epochs {
         let epoch_start = Instant::now();
         observer.epoch_start(pos.epoch, cfg.epochs, batches, pos.batch);
-        let opts = BatchOptions {
+        let plan = EpochPlan {
+            epoch: pos.epoch as u64,
+            start: pos.batch,
             batch_size: cfg.batch_size,
             shuffle: true,
             seed: cfg.seed,
-            augment: cfg.augment,
-            normalize: None,
         };
-        for b in Batcher::new(train.clone(), opts, pos.epoch as u64, pos.batch) {
+        for batch in train.batches(plan) {
+            let batch = batch?;
             let step = pos.epoch * batches + pos.batch;
             // Per-step seeding: dropout masks do not depend on where a run resumed.
             crate::manual_seed(cfg.seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             opt.set_learning_rate(schedule.lr_at(cfg.lr, step, total_steps));
-            let (x, y) = b.tensors()?;
-            let logits = model.forward(&x)?;
-            let loss = logits.cross_entropy(&y, cfg.label_smoothing)?;
-            let correct = logits.detach().argmax(1, false)?.eq(&y)?.sum_all();
-            let loss_value = opt.step_with(&loss, std::slice::from_ref(&correct))?;
-            let n = b.labels.len();
+            let out = objective.forward(model, &batch)?;
+            let loss_value = opt.step_with(&out.loss, &out.metrics)?;
+            let n = train.batch_len(&batch);
             pos.loss_sum += loss_value as f64 * n as f64;
-            pos.correct += correct.item()? as usize;
+            for (s, m) in pos.metric_sums.iter_mut().zip(&out.metrics) {
+                *s += m.item()? as f64;
+            }
             pos.seen += n;
             pos.batch += 1;
-            images_trained += n;
+            examples_trained += n;
             let elapsed = pos.seconds + epoch_start.elapsed().as_secs_f64();
             observer.step(&StepInfo {
                 epoch: pos.epoch,
                 batch: pos.batch,
                 batches,
                 loss: (pos.loss_sum / pos.seen as f64) as f32,
-                accuracy: pos.correct as f32 / pos.seen as f32,
-                images_per_sec: (pos.seen as f64 / elapsed.max(1e-9)) as f32,
+                metrics: per_example(&pos),
+                examples_per_sec: (pos.seen as f64 / elapsed.max(1e-9)) as f32,
             });
             if observer.should_stop() && pos.batch < batches {
                 pos.seconds += epoch_start.elapsed().as_secs_f64();
@@ -369,25 +460,31 @@ pub fn train(
             break;
         }
         let train_seconds = pos.seconds + epoch_start.elapsed().as_secs_f64();
-        let eval = evaluate(model, test, cfg.eval_batch)?;
-        let metrics = EpochMetrics {
+        let mut train_figures = vec![(
+            "loss".to_string(),
+            (pos.loss_sum / pos.seen.max(1) as f64) as f32,
+        )];
+        train_figures.extend(
+            per_example(&pos)
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v)),
+        );
+        let test = match eval {
+            Some(data) => evaluate_objective(model, data, objective, cfg.eval_batch)?,
+            None => vec![],
+        };
+        history.push(EpochMetrics {
             epoch: pos.epoch + 1,
-            train_loss: (pos.loss_sum / pos.seen.max(1) as f64) as f32,
-            train_accuracy: pos.correct as f32 / pos.seen.max(1) as f32,
-            test_loss: eval.loss,
-            test_accuracy: eval.accuracy,
-            images_per_sec: (pos.seen as f64 / train_seconds.max(1e-9)) as f32,
+            train: train_figures,
+            test,
+            examples_per_sec: (pos.seen as f64 / train_seconds.max(1e-9)) as f32,
             seconds: train_seconds as f32,
             lr: opt.learning_rate(),
-        };
-        history.push(metrics.clone());
-        pos = Position {
-            epoch: pos.epoch + 1,
-            ..Position::default()
-        };
+        });
+        pos = fresh(pos.epoch + 1);
         save(model, opt.as_ref(), &pos, &history)?;
-        write_metrics(&cfg.out, &history, &cfg.model)?;
-        observer.epoch_end(&metrics);
+        write_metrics(&cfg.out, &history, unit)?;
+        observer.epoch_end(&history)?;
         if observer.should_stop() && pos.epoch < cfg.epochs {
             observer.message(&format!(
                 "stopped; checkpoint saved to {} (resume with --resume)",
@@ -399,12 +496,12 @@ pub fn train(
     }
     let seconds = run_start.elapsed().as_secs_f32();
     let train_secs: f32 = history.iter().map(|m| m.seconds).sum();
-    let trained: f32 = history.iter().map(|m| m.images_per_sec * m.seconds).sum();
+    let trained: f32 = history.iter().map(|m| m.examples_per_sec * m.seconds).sum();
     Ok(TrainSummary {
-        images_per_sec: if train_secs > 0.0 {
+        examples_per_sec: if train_secs > 0.0 {
             trained / train_secs
         } else {
-            images_trained as f32 / seconds.max(1e-9)
+            examples_trained as f32 / seconds.max(1e-9)
         },
         history,
         stopped_early,
