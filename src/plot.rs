@@ -69,7 +69,14 @@ pub fn plot_metrics(history: &[EpochMetrics], title: &str, path: &Path) -> Resul
                 .map_err(|e| draw_err(path, e))?;
             chart
                 .configure_mesh()
-                .x_label_formatter(&|x| format!("{}", x.round() as i64))
+                // Epochs are whole numbers: label only the ticks that are.
+                .x_label_formatter(&|x| {
+                    if (x - x.round()).abs() < 1e-3 {
+                        format!("{}", x.round() as i64)
+                    } else {
+                        String::new()
+                    }
+                })
                 .x_desc("epoch")
                 .y_desc(&name)
                 .draw()

@@ -4,7 +4,7 @@ TensorFlow CPU and PyTorch CPU, same data subset, batch, epochs and threads,
 measured one after another in one run; prints images/s and the ratios.
 
     cargo build --release
-    python3 benches/peers/compare_training.py [--limit-train 10000] [--epochs 2] [--rounds 3]
+    python3 benches/peers/compare_training.py [--limit-train 10000] [--epochs 2] [--rounds 3] [--baseline OLD_BINARY]
 
 Each peer reports its last epoch's training images/s (the first warms up).
 This machine is noisy (20-40% between runs of one framework), so `--rounds`
@@ -28,6 +28,9 @@ ap.add_argument("--epochs", type=int, default=2)
 ap.add_argument("--threads", type=int, default=int(os.environ.get("SHADERGRAD_THREADS", os.cpu_count())))
 ap.add_argument("--rounds", type=int, default=1,
                 help="repeat all three this many times, rotating the order; prints median ratios")
+ap.add_argument("--baseline",
+                help="another shadergrad binary (say, a build of an earlier commit) run in the same "
+                     "rotation as 'baseline', for before/after figures from one run")
 args = ap.parse_args()
 
 env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", RAYON_NUM_THREADS=str(args.threads),
@@ -44,9 +47,8 @@ def last_json(out):
     raise ValueError(out)
 
 
-def ours():
+def ours(exe=os.path.join(ROOT, "target", "release", "shadergrad")):
     out_dir = tempfile.mkdtemp(prefix="sg-compare-")
-    exe = os.path.join(ROOT, "target", "release", "shadergrad")
     res = subprocess.run([exe, "train", "cifar10", "--device", "cpu", "--json", "--out", out_dir] + common,
                          env=env, capture_output=True, text=True, check=True)
     r = last_json(res.stdout)
@@ -66,6 +68,8 @@ def peer(script):
 
 RUNNERS = {"shadergrad": ours, "keras": lambda: peer("train_keras.py"),
            "pytorch": lambda: peer("train_torch.py")}
+if args.baseline:
+    RUNNERS["baseline"] = lambda: ours(os.path.abspath(args.baseline))
 PEERS = ("keras", "pytorch")
 
 
@@ -75,12 +79,13 @@ def speed(r):
 
 print(f"seed-cnn, {args.limit_train} images x {args.epochs} epochs, batch 32, {args.threads} threads")
 print(f"{'':<12} {'images/s':>9} {'test acc':>9}")
-ratios = {name: [] for name in PEERS + ("faster peer",)}
+ratios = {name: [] for name in PEERS + ("faster peer",) + (("baseline",) if args.baseline else ())}
 for k in range(args.rounds):
     if args.rounds > 1:
         print(f"round {k + 1}")
     # Rotate who goes first, so a slow start of the machine is not always one framework's.
-    names = list(RUNNERS)[k % 3:] + list(RUNNERS)[:k % 3]
+    n = len(RUNNERS)
+    names = list(RUNNERS)[k % n:] + list(RUNNERS)[:k % n]
     results = {name: RUNNERS[name]() for name in names}
     for name in RUNNERS:
         r = results[name]
@@ -97,6 +102,9 @@ for k in range(args.rounds):
     if peers:
         ratios["faster peer"].append(mine / max(peers))
         print(f"shadergrad / faster peer: {ratios['faster peer'][-1]:.2f}x")
+    if args.baseline and speed(results["baseline"]):
+        ratios["baseline"].append(mine / speed(results["baseline"]))
+        print(f"shadergrad / baseline: {ratios['baseline'][-1]:.2f}x")
 if args.rounds > 1:
     print(f"over {args.rounds} rounds (median, min-max):")
     for name, rs in ratios.items():
