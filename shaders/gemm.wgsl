@@ -19,6 +19,11 @@
 // uploads `taps`, one vec4 per k (the reduction index) with its offsets,
 // and each invocation decomposes its fixed column once, before the loop.
 //
+// Two simpler versions stay for `shadergrad bench matmul` to compare with
+// (they read only the matmul fields and bind no `taps`): `naive`, one
+// invocation per output straight from memory; `tiled`, 16x16 tiles of A
+// and B staged in workgroup memory.
+//
 // MODE 1 forward:          M = O/g,  N = batch*OH*OW, K = C/g*KH*KW
 // MODE 2 backward-data:    M = C/g,  N = batch*H*W,   K = O/g*KH*KW
 // MODE 3 backward-filter:  M = O/g,  N = C/g*KH*KW,   K = batch*OH*OW
@@ -79,6 +84,10 @@ struct GemmParams {
 
 var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
+// The tiled version's 16x16 tiles.
+const T: u32 = 16u;
+var<workgroup> small_a: array<f32, 256>;
+var<workgroup> small_b: array<f32, 256>;
 
 // Convolution geometry.
 fn ch() -> u32 { return params.c; }
@@ -132,9 +141,13 @@ fn x_at(base: i32, y: i32, x: i32) -> f32 {
     return b[base + y * ww() + x];
 }
 
+// Matmul operands, through their strides.
+fn a_at(z: u32, m: u32, k: u32) -> f32 { return a[params.a_off + z * params.a_batch + m * params.a_row + k * params.a_col]; }
+fn b_at(z: u32, k: u32, n: u32) -> f32 { return b[params.b_off + z * params.b_batch + k * params.b_row + n * params.b_col]; }
+
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
     switch MODE {
-        case 0u: { return a[params.a_off + z * params.a_batch + m * params.a_row + k * params.a_col]; }
+        case 0u: { return a_at(z, m, k); }
         case 1u: { return a[(z * og() + m) * (cg() * kk()) + k]; }
         case 2u: { return a[u32(taps[k].x) + (z * og() * cg() + m) * kk()]; }
         default: { return a[u32(taps[k].x) + (z * og() + m) * u32(oh() * ow())]; }
@@ -143,7 +156,7 @@ fn load_a(z: u32, m: u32, k: u32) -> f32 {
 
 fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
     switch MODE {
-        case 0u: { return b[params.b_off + z * params.b_batch + k * params.b_row + n * params.b_col]; }
+        case 0u: { return b_at(z, k, n); }
         case 1u: {
             let t = taps[k];
             // The offset t.x folds in channel and tap; bounds need the row/column alone.
@@ -258,4 +271,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             if (m < big_m && n < big_n) { store_c(z, m, n, acc[i * 4u + j], slice_offset(split)); }
         }
     }
+}
+
+// ---- the simpler versions, for the benchmark
+
+
+@compute @workgroup_size(16, 16)
+fn naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let z = wid.z + params.z_base;
+    let m = wid.y * T + lid.y;
+    let n = (wid.x + params.n_base) * T + lid.x;
+    if (m >= params.m || n >= params.n) { return; }
+    var acc = 0.0;
+    for (var k = 0u; k < params.k; k++) {
+        acc = fma(a_at(z, m, k), b_at(z, k, n), acc);
+    }
+    c[(z * params.m + m) * params.n + n] = acc;
+}
+
+@compute @workgroup_size(16, 16)
+fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let z = wid.z + params.z_base;
+    let m = wid.y * T + lid.y;
+    let n = (wid.x + params.n_base) * T + lid.x;
+    let big_k = params.k;
+    var acc = 0.0;
+    for (var k0 = 0u; k0 < big_k; k0 += T) {
+        var va = 0.0;
+        var vb = 0.0;
+        if (m < params.m && k0 + lid.x < big_k) { va = a_at(z, m, k0 + lid.x); }
+        if (n < params.n && k0 + lid.y < big_k) { vb = b_at(z, k0 + lid.y, n); }
+        small_a[lid.y * T + lid.x] = va;
+        small_b[lid.y * T + lid.x] = vb;
+        workgroupBarrier();
+        for (var kk = 0u; kk < T; kk++) {
+            acc = fma(small_a[lid.y * T + kk], small_b[kk * T + lid.x], acc);
+        }
+        workgroupBarrier();
+    }
+    if (m < params.m && n < params.n) { c[(z * params.m + m) * params.n + n] = acc; }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::gpu::kernels::matmul::{matmul_with, MatmulKernel};
+use crate::backend::gpu::kernels::gemm::{matmul, MatmulKernel};
 use crate::backend::{cpu, Value};
 use crate::op::{ConvGeom, Op};
 use crate::{DType, Result};
@@ -184,7 +184,7 @@ pub fn gpu_matmul(
         let flops = 2.0 * (n as f64).powi(3);
         for kernel in MatmulKernel::ALL {
             let seconds = gpu_time(&ctx, budget, |rec| {
-                matmul_with(rec, kernel, &a, &b, &[n, n]).map(drop)
+                matmul(rec, kernel, &a, &b, &[n, n]).map(drop)
             })?;
             out.push(BenchResult {
                 name: format!("matmul {} {n}x{n}x{n}", kernel.name()),

@@ -14,13 +14,11 @@ use crate::{Error, Result};
 
 /// The files in `shaders/`, compiled into the binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(not(feature = "bench"), allow(dead_code))]
 pub(crate) enum Shader {
     Copy,
     Fill,
     Reduce,
     Gemm,
-    Matmul,
     Pool2d,
     Index,
     Optim,
@@ -28,12 +26,11 @@ pub(crate) enum Shader {
 
 impl Shader {
     #[cfg(test)]
-    pub(crate) const ALL: [Shader; 8] = [
+    pub(crate) const ALL: [Shader; 7] = [
         Shader::Copy,
         Shader::Fill,
         Shader::Reduce,
         Shader::Gemm,
-        Shader::Matmul,
         Shader::Pool2d,
         Shader::Index,
         Shader::Optim,
@@ -45,7 +42,6 @@ impl Shader {
             Shader::Fill => "fill.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Gemm => "gemm.wgsl",
-            Shader::Matmul => "matmul.wgsl",
             Shader::Pool2d => "pool2d.wgsl",
             Shader::Index => "index.wgsl",
             Shader::Optim => "optim.wgsl",
@@ -58,7 +54,6 @@ impl Shader {
             Shader::Fill => include_str!("../../../shaders/fill.wgsl"),
             Shader::Reduce => include_str!("../../../shaders/reduce.wgsl"),
             Shader::Gemm => include_str!("../../../shaders/gemm.wgsl"),
-            Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
             Shader::Pool2d => include_str!("../../../shaders/pool2d.wgsl"),
             Shader::Index => include_str!("../../../shaders/index.wgsl"),
             Shader::Optim => include_str!("../../../shaders/optim.wgsl"),

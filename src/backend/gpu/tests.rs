@@ -48,7 +48,6 @@ fn parameter_structs_match_their_wgsl_structs() {
     same_layout::<fill::FillParams>(Shader::Fill.source());
     same_layout::<reduce::ReduceParams>(Shader::Reduce.source());
     same_layout::<gemm::GemmParams>(Shader::Gemm.source());
-    same_layout::<gemm::GemmParams>(Shader::Matmul.source());
     same_layout::<pool2d::PoolParams>(Shader::Pool2d.source());
     same_layout::<index::IndexParams>(Shader::Index.source());
     same_layout::<optim::AdamParams>(Shader::Optim.source());
@@ -159,18 +158,72 @@ fn emitted_kernels_validate_with_naga() {
     }
 }
 
-/// A kernel that does not compile is an error naming it, not an abort.
-#[test]
-fn a_kernel_that_fails_to_compile_is_named() {
-    let id = match super::device::open(0) {
-        Ok(id) => id,
+/// The first adapter's device, or None (then the test passes unless
+/// `SHADERGRAD_REQUIRE_GPU=1`).
+fn device() -> Option<std::sync::Arc<super::device::Context>> {
+    match super::device::open(0) {
+        Ok(id) => Some(super::device::context(id).expect("opened")),
         Err(e) => {
             let required = std::env::var("SHADERGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
             assert!(!required, "SHADERGRAD_REQUIRE_GPU=1 but {e}");
-            return;
+            None
         }
+    }
+}
+
+/// Every matmul version (the engine's and the two the benchmark compares
+/// it with) against the cpu backend, on odd and batched strided shapes.
+#[test]
+fn every_matmul_version_matches_the_cpu() {
+    use super::kernels::gemm::{matmul, MatmulKernel};
+    use crate::backend::{cpu, Value};
+    let Some(ctx) = device() else { return };
+    let filled = |shape: &[usize], seed: u32| {
+        let n: usize = shape.iter().product();
+        let v = (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+            .collect();
+        Value::f32(v, shape)
     };
-    let ctx = super::device::context(id).expect("opened");
+    for (m, k, n, batch) in [
+        (1, 1, 1, 1),
+        (7, 33, 5, 1),
+        (65, 17, 130, 2),
+        (33, 257, 31, 3),
+    ] {
+        let a = filled(&[batch, m, k], 1);
+        let b = filled(&[batch, k, n], 2);
+        let shape = [batch, m, n];
+        let want =
+            cpu::exec(&Op::MatMul, &[a.clone(), b.clone()], &shape, DType::F32).expect("cpu");
+        let want = want.layout_gather(match want.storage.as_ref() {
+            crate::backend::Storage::F32(d) => d,
+            _ => unreachable!("f32"),
+        });
+        for kernel in MatmulKernel::ALL {
+            let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
+            let (ga, gb) = (rec.on_device(&a).expect("a"), rec.on_device(&b).expect("b"));
+            let got = matmul(&mut rec, kernel, &ga, &gb, &shape).expect("matmul");
+            rec.submit().expect("submit");
+            let got = got.to_host().expect("download");
+            let got = got.layout_gather(match got.storage.as_ref() {
+                crate::backend::Storage::F32(d) => d,
+                _ => unreachable!("f32"),
+            });
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
+                    "{kernel:?} {m}x{k}x{n} batch {batch}: element {i} is {g}, want {w}"
+                );
+            }
+        }
+    }
+}
+
+/// A kernel that does not compile is an error naming it, not an abort.
+#[test]
+fn a_kernel_that_fails_to_compile_is_named() {
+    let Some(ctx) = device() else { return };
     let broken = "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }";
     let err = ctx
         .generated_pipeline("broken.wgsl", broken)

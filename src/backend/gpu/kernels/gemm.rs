@@ -1,5 +1,6 @@
 //! gemm.wgsl: the register-blocked GEMM behind batched matmul and the
-//! three convolutions (implicit GEMMs, no im2col buffer).
+//! three convolutions (implicit GEMMs, no im2col buffer), and the simpler
+//! matmul versions the benchmark compares it with.
 
 use super::copy::dense;
 use super::reduce::reduce;
@@ -12,43 +13,40 @@ use crate::op::{ConvGeom, ReduceOp};
 use crate::shape::{collapse, numel, Layout};
 use crate::{DType, Error, Result};
 
-kernel_params!(
-    /// Shared with matmul.wgsl, which reads the matmul fields.
-    GemmParams {
-        m: u32,
-        n: u32,
-        k: u32,
-        n_base: u32,
-        z_base: u32,
-        splits: u32,
-        split_k: u32,
-        _pad: u32,
-        a_off: u32,
-        a_batch: u32,
-        a_row: u32,
-        a_col: u32,
-        b_off: u32,
-        b_batch: u32,
-        b_row: u32,
-        b_col: u32,
-        batch: u32,
-        c: u32,
-        h: u32,
-        w: u32,
-        o: u32,
-        oh: u32,
-        ow: u32,
-        kh: u32,
-        kw: u32,
-        sh: u32,
-        sw: u32,
-        ph: u32,
-        pw: u32,
-        dh: u32,
-        dw: u32,
-        groups: u32,
-    }
-);
+kernel_params!(GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    n_base: u32,
+    z_base: u32,
+    splits: u32,
+    split_k: u32,
+    _pad: u32,
+    a_off: u32,
+    a_batch: u32,
+    a_row: u32,
+    a_col: u32,
+    b_off: u32,
+    b_batch: u32,
+    b_row: u32,
+    b_col: u32,
+    batch: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    o: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    dh: u32,
+    dw: u32,
+    groups: u32,
+});
 
 /// Output tile of gemm.wgsl (both sides).
 const TILE: usize = 64;
@@ -80,7 +78,7 @@ impl GemmMode {
 
 /// Dispatch a GEMM-shaped kernel over an (n tiles, m tiles, z) grid,
 /// splitting x and z beyond the per-dimension workgroup limit.
-pub(crate) fn dispatch_tiles(
+fn dispatch_tiles(
     rec: &mut Recorder,
     pipeline: &wgpu::ComputePipeline,
     params: &mut GemmParams,
@@ -119,7 +117,7 @@ pub(crate) fn dispatch_tiles(
 
 /// The matmul operands (made batch-strided) and their parameters, or None
 /// when the output is empty or K is 0 (then the output is all it takes).
-pub(crate) fn matmul_operands(
+fn matmul_operands(
     rec: &mut Recorder,
     a: &Value,
     b: &Value,
@@ -170,8 +168,45 @@ pub(crate) fn matmul_operands(
     Ok((a, b, params, batch))
 }
 
-/// `[..., m, k] @ [..., k, n]` with the register-blocked kernel.
-pub(crate) fn matmul(rec: &mut Recorder, a: &Value, b: &Value, shape: &[usize]) -> Result<Value> {
+/// A matmul kernel version, kept selectable so the benchmark compares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MatmulKernel {
+    /// 64x64 tiles, 4x4 per invocation (what the engine runs).
+    Blocked,
+    /// One invocation per output, straight from memory.
+    #[cfg_attr(not(any(feature = "bench", test)), allow(dead_code))]
+    Naive,
+    /// 16x16 tiles staged in workgroup memory.
+    #[cfg_attr(not(any(feature = "bench", test)), allow(dead_code))]
+    Tiled,
+}
+
+impl MatmulKernel {
+    #[cfg(any(feature = "bench", test))]
+    pub(crate) const ALL: [MatmulKernel; 3] = [
+        MatmulKernel::Naive,
+        MatmulKernel::Tiled,
+        MatmulKernel::Blocked,
+    ];
+
+    #[cfg(feature = "bench")]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MatmulKernel::Blocked => "blocked",
+            MatmulKernel::Naive => "naive",
+            MatmulKernel::Tiled => "tiled",
+        }
+    }
+}
+
+/// `[..., m, k] @ [..., k, n]` with the given kernel version.
+pub(crate) fn matmul(
+    rec: &mut Recorder,
+    kernel: MatmulKernel,
+    a: &Value,
+    b: &Value,
+    shape: &[usize],
+) -> Result<Value> {
     let out = rec.output("matmul", numel(shape), DType::F32)?;
     if numel(shape) == 0 {
         return Ok(with_shape(out, shape));
@@ -181,23 +216,27 @@ pub(crate) fn matmul(rec: &mut Recorder, a: &Value, b: &Value, shape: &[usize]) 
         rec.clear(&out);
         return Ok(with_shape(out, shape));
     }
+    let (entry, tile) = match kernel {
+        MatmulKernel::Blocked => ("main", TILE),
+        MatmulKernel::Naive => ("naive", 16),
+        MatmulKernel::Tiled => ("tiled", 16),
+    };
     let pipeline = rec
         .ctx
-        .pipeline(Shader::Gemm, "main", &GemmMode::MatMul.constant())?;
-    // gemm.wgsl declares the convolution table; matmul does not read it.
-    let unused_taps = rec.output("matmul", 4, DType::I32)?;
+        .pipeline(Shader::Gemm, entry, &GemmMode::MatMul.constant())?;
+    // The blocked kernel declares the convolution table; matmul never reads it.
+    let unused_taps = match kernel {
+        MatmulKernel::Blocked => Some(rec.output("matmul", 4, DType::I32)?),
+        _ => None,
+    };
+    let taps = unused_taps.as_ref().map_or(Bind::Skip, Bind::Read);
     let (m, n) = (params.m as usize, params.n as usize);
     dispatch_tiles(
         rec,
         &pipeline,
         &mut params,
-        &[
-            Bind::Read(&a),
-            Bind::Read(&b),
-            Bind::Write(&out),
-            Bind::Read(&unused_taps),
-        ],
-        (n.div_ceil(TILE), m.div_ceil(TILE), batch),
+        &[Bind::Read(&a), Bind::Read(&b), Bind::Write(&out), taps],
+        (n.div_ceil(tile), m.div_ceil(tile), batch),
         "matmul",
     )?;
     Ok(with_shape(out, shape))

@@ -6,8 +6,6 @@ pub(crate) mod elementwise;
 pub(crate) mod fill;
 pub(crate) mod gemm;
 pub(crate) mod index;
-#[cfg(any(feature = "bench", test))]
-pub(crate) mod matmul;
 pub(crate) mod optim;
 pub(crate) mod pool2d;
 pub(crate) mod reduce;
@@ -74,7 +72,7 @@ pub(crate) fn exec(
         Op::Shrink(r) => view(x(0), x(0).layout.shrink(r)),
         Op::Pad(p) => copy::pad(rec, x(0), p, shape)?,
         Op::Contiguous => copy::dense(rec, x(0))?,
-        Op::MatMul => gemm::matmul(rec, x(0), x(1), shape)?,
+        Op::MatMul => gemm::matmul(rec, gemm::MatmulKernel::Blocked, x(0), x(1), shape)?,
         Op::Conv2d(g) => gemm::conv(rec, gemm::GemmMode::ConvForward, x(0), x(1), g, shape)?,
         Op::Conv2dBackwardData(g) => {
             gemm::conv(rec, gemm::GemmMode::ConvBackwardData, x(0), x(1), g, shape)?
