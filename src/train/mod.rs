@@ -325,7 +325,11 @@ where
         }
         ck.restore(model, path)?;
         opt.load_state_tensors(&|name| ck.tensor(name).and_then(|t| t.ok()))?;
-        let sums: String = meta_get(&ck.metadata, "partial_metrics", path)?;
+        // Format v1 (before generic objectives) kept the correct count alone.
+        let sums: String = match ck.metadata.get("partial_correct") {
+            Some(correct) if !ck.metadata.contains_key("partial_metrics") => correct.clone(),
+            _ => meta_get(&ck.metadata, "partial_metrics", path)?,
+        };
         let metric_sums: Vec<f64> = sums
             .split(',')
             .filter(|s| !s.is_empty())
