@@ -124,3 +124,73 @@ pub fn plot_metrics(history: &[EpochMetrics], title: &str, path: &Path) -> Resul
     }
     std::fs::rename(&tmp, path).map_err(|e| draw_err(path, e))
 }
+
+/// One line of a [`plot_panels`] panel: a label and its (x, y) points.
+pub type Series = (String, Vec<(f32, f32)>);
+
+/// Side-by-side panels of lines (e.g. a GAN's losses and its D outputs
+/// over steps) as one PNG, written to a temporary file and renamed.
+pub fn plot_panels(
+    title: &str,
+    x_label: &str,
+    panels: &[(&str, Vec<Series>)],
+    path: &Path,
+) -> Result<()> {
+    register_font();
+    const COLORS: [RGBColor; 4] = [BLUE, RED, RGBColor(0, 150, 0), RGBColor(200, 120, 0)];
+    let tmp = path.with_extension("tmp.png");
+    {
+        let width = 500 * panels.len().max(1) as u32;
+        let root = BitMapBackend::new(&tmp, (width, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
+        let root = root
+            .titled(title, ("sans-serif", 20))
+            .map_err(|e| draw_err(path, e))?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, (name, series)) in areas.iter().zip(panels) {
+            let points = || {
+                series
+                    .iter()
+                    .flat_map(|(_, p)| p.iter())
+                    .filter(|p| p.1.is_finite())
+            };
+            let x_max = points().map(|p| p.0).fold(1.0f32, f32::max);
+            let y_max = points().map(|p| p.1).fold(0.1f32, f32::max) * 1.1;
+            let y_min = points().map(|p| p.1).fold(0.0f32, f32::min);
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .caption(*name, ("sans-serif", 16))
+                .build_cartesian_2d(0f32..x_max, y_min..y_max)
+                .map_err(|e| draw_err(path, e))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .x_label_formatter(&|x| format!("{}", x.round() as i64))
+                .draw()
+                .map_err(|e| draw_err(path, e))?;
+            for (k, (label, pts)) in series.iter().enumerate() {
+                let color = COLORS[k % COLORS.len()];
+                let pts: Vec<(f32, f32)> =
+                    pts.iter().copied().filter(|p| p.1.is_finite()).collect();
+                chart
+                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                    .map_err(|e| draw_err(path, e))?
+                    .label(label.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| draw_err(path, e))?;
+        }
+        root.present().map_err(|e| draw_err(path, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| draw_err(path, e))
+}

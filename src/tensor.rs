@@ -322,8 +322,19 @@ impl Tensor {
 
     /// Standard normal (Box-Muller over two uniform streams).
     pub fn randn(shape: &[usize]) -> Tensor {
-        let u1 = Tensor::rand(shape);
-        let u2 = Tensor::rand(shape);
+        let (s1, s2) = (next_seed(), next_seed());
+        Tensor::randn_from(shape, s1, s2)
+    }
+
+    /// Standard normal with an explicit seed: same seed, same values, on
+    /// every backend, whatever the thread's generator.
+    pub fn randn_seeded(shape: &[usize], seed: u64) -> Tensor {
+        Tensor::randn_from(shape, seed, splitmix64(seed ^ 0x6e6f_726d))
+    }
+
+    fn randn_from(shape: &[usize], s1: u64, s2: u64) -> Tensor {
+        let u1 = Tensor::rand_seeded(shape, s1);
+        let u2 = Tensor::rand_seeded(shape, s2);
         // 1 - u lies in (0, 1], so the log is finite.
         let r = u1.neg().add_scalar(1.0).log().mul_scalar(-2.0).sqrt();
         let theta = u2.mul_scalar(2.0 * std::f32::consts::PI);

@@ -2,6 +2,8 @@
 
 pub mod batches;
 pub mod cifar10;
+pub mod image_set;
+pub mod ring;
 
 pub use batches::{Augment, Batch, Batcher};
 

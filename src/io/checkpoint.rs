@@ -108,7 +108,21 @@ impl Checkpoint {
     /// Load every parameter and state tensor of `model`, after checking that
     /// names and shapes all match (the error lists every mismatch).
     pub fn restore<M: Module + ?Sized>(&self, model: &M, source: &Path) -> Result<()> {
-        let named = named_tensors(model);
+        self.restore_under(model, "", source)
+    }
+
+    /// `restore` from the tensors named `prefix` + the model's names (one
+    /// of several models in a checkpoint, e.g. `generator.`).
+    pub fn restore_under<M: Module + ?Sized>(
+        &self,
+        model: &M,
+        prefix: &str,
+        source: &Path,
+    ) -> Result<()> {
+        let named: Vec<(String, crate::optim::Parameter)> = named_tensors(model)
+            .into_iter()
+            .map(|(n, p)| (format!("{prefix}{n}"), p))
+            .collect();
         let mut problems = Vec::new();
         for (name, p) in &named {
             match self.tensors.get(name) {
@@ -121,7 +135,8 @@ impl Checkpoint {
             }
         }
         let model_names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
-        for name in self.tensors.keys().filter(|n| !n.starts_with("optim.")) {
+        let ours = |n: &str| n.starts_with(prefix) && !n[prefix.len()..].starts_with("optim.");
+        for name in self.tensors.keys().filter(|n| ours(n)) {
             if !model_names.contains(&name.as_str()) {
                 problems.push(format!("{name}: in the checkpoint but not in the model"));
             }

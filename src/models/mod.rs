@@ -1,5 +1,7 @@
 //! Reference models, by name.
 
+pub mod gan;
+
 use crate::nn::{Conv2d, Flatten, Init, Linear, MaxPool2d, ReLU, Sequential};
 use crate::{Conv2dOpts, Error, Result};
 

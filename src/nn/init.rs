@@ -10,6 +10,8 @@ pub enum Init {
     KaimingUniform,
     /// N(0, 2 / fan_in).
     KaimingNormal,
+    /// N(0, std^2) whatever the fans (DCGAN's 0.02).
+    Normal(f32),
 }
 
 impl Init {
@@ -21,6 +23,7 @@ impl Init {
             Init::KaimingNormal => {
                 Tensor::randn(shape).mul_scalar((2.0 / fan_in.max(1) as f32).sqrt())
             }
+            Init::Normal(std) => Tensor::randn(shape).mul_scalar(std),
         }
     }
 }

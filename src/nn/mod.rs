@@ -115,12 +115,86 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The layer without its bias (when a normalisation follows).
+    pub fn without_bias(mut self) -> Conv2d {
+        self.bias = None;
+        self
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.conv2d(
             &self.weight.get(),
             self.bias.as_ref().map(|b| b.get()).as_ref(),
             self.opts,
+        )
+    }
+    fn parameters(&self) -> Vec<(String, Parameter)> {
+        weight_and_bias(&self.weight, &self.bias)
+    }
+}
+
+/// Transposed 2-D convolution layer (the gradient of a convolution with
+/// respect to its input: it upsamples by the stride), weight
+/// `[in, out/groups, k, k]`.
+pub struct ConvTranspose2d {
+    pub weight: Parameter,
+    pub bias: Option<Parameter>,
+    pub opts: Conv2dOpts,
+    pub output_padding: (usize, usize),
+}
+
+impl ConvTranspose2d {
+    pub fn new(
+        inputs: usize,
+        outputs: usize,
+        kernel: usize,
+        opts: Conv2dOpts,
+        init: Init,
+    ) -> Result<ConvTranspose2d> {
+        if opts.groups == 0
+            || !inputs.is_multiple_of(opts.groups)
+            || !outputs.is_multiple_of(opts.groups)
+        {
+            return Err(Error::param(
+                "ConvTranspose2d",
+                format!(
+                    "{inputs} inputs and {outputs} outputs must divide by groups {}",
+                    opts.groups
+                ),
+            ));
+        }
+        // As PyTorch counts them for this layout.
+        let fan_in = outputs / opts.groups * kernel * kernel;
+        let fan_out = inputs / opts.groups * kernel * kernel;
+        Ok(ConvTranspose2d {
+            weight: Parameter::new(init.tensor(
+                &[inputs, outputs / opts.groups, kernel, kernel],
+                fan_in,
+                fan_out,
+            ))?,
+            bias: Some(Parameter::new(Tensor::zeros(&[outputs]))?),
+            opts,
+            output_padding: (0, 0),
+        })
+    }
+
+    /// The layer without its bias (when a normalisation follows).
+    pub fn without_bias(mut self) -> ConvTranspose2d {
+        self.bias = None;
+        self
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv_transpose2d(
+            &self.weight.get(),
+            self.bias.as_ref().map(|b| b.get()).as_ref(),
+            self.opts,
+            self.output_padding,
         )
     }
     fn parameters(&self) -> Vec<(String, Parameter)> {
@@ -151,6 +225,17 @@ impl Module for MaxPool2d {
     }
 }
 
+/// `[n, k] -> [n, ...shape]` (a latent vector to a 1x1 feature map, say).
+pub struct Unflatten(pub Vec<usize>);
+
+impl Module for Unflatten {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut shape = vec![x.shape().first().copied().unwrap_or(0)];
+        shape.extend(&self.0);
+        x.reshape(&shape)
+    }
+}
+
 /// `[n, ...] -> [n, prod(...)]`.
 pub struct Flatten;
 
@@ -165,6 +250,31 @@ pub struct ReLU;
 impl Module for ReLU {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.relu())
+    }
+}
+
+/// max(x, slope * x).
+pub struct LeakyReLU(pub f32);
+
+impl Module for LeakyReLU {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.leaky_relu(self.0))
+    }
+}
+
+pub struct Tanh;
+
+impl Module for Tanh {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.tanh())
+    }
+}
+
+pub struct Sigmoid;
+
+impl Module for Sigmoid {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.sigmoid())
     }
 }
 
@@ -298,6 +408,43 @@ impl Sequential {
 
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
+    }
+
+    /// The layers' names, in order.
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.layers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Every layer's output, in order (the last is `forward`'s). Holding
+    /// them keeps their values after a realize, so a later backward pass
+    /// through this graph reads them instead of recomputing them.
+    pub fn forward_all(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
+        let mut h = x.clone();
+        for (_, layer) in &self.layers {
+            h = layer.forward(&h)?;
+            outs.push(h.clone());
+        }
+        Ok(outs)
+    }
+
+    /// The output of the layers up to and including `last` (features of an
+    /// inner layer, e.g. a classifier's penultimate activations).
+    pub fn forward_through(&self, x: &Tensor, last: &str) -> Result<Tensor> {
+        if !self.layers.iter().any(|(n, _)| n == last) {
+            return Err(Error::param(
+                "Sequential::forward_through",
+                format!("no layer {last:?}; the layers are {:?}", self.layer_names()),
+            ));
+        }
+        let mut h = x.clone();
+        for (name, layer) in &self.layers {
+            h = layer.forward(&h)?;
+            if name == last {
+                break;
+            }
+        }
+        Ok(h)
     }
 }
 

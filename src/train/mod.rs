@@ -6,7 +6,9 @@
 //! bit. Image classification (`classify`) is its first user.
 
 pub mod classify;
+pub mod gan;
 pub mod metrics;
+pub mod quality;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

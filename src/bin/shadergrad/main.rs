@@ -1,5 +1,6 @@
-//! The `shadergrad` command line: train, eval, bench, devices.
+//! The `shadergrad` command line: train, eval, sample, bench, devices.
 
+mod gan;
 mod progress;
 
 use std::path::PathBuf;
@@ -25,10 +26,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model on a data set (e.g. `shadergrad train cifar10`).
-    Train(TrainArgs),
-    /// Evaluate a checkpoint: accuracy and confusion matrix.
-    Eval(EvalArgs),
+    /// Train a model: `train cifar10` (a classifier) or `train gan`.
+    Train {
+        #[command(subcommand)]
+        what: TrainWhat,
+    },
+    /// Evaluate a checkpoint: `eval cifar10` (accuracy and confusion
+    /// matrix) or `eval gan` (sample quality).
+    Eval {
+        #[command(subcommand)]
+        what: EvalWhat,
+    },
+    /// Draw samples from a trained generator: `sample gan`.
+    Sample {
+        #[command(subcommand)]
+        what: SampleWhat,
+    },
     /// Benchmark kernels (GFLOP/s).
     Bench {
         /// Which kernels: all, matmul, conv, or one convolution: conv1, conv2, conv3.
@@ -51,10 +64,30 @@ enum Command {
     Devices,
 }
 
+#[derive(Subcommand)]
+enum TrainWhat {
+    /// The image classifier on CIFAR-10 (the seed CNN by default).
+    Cifar10(TrainArgs),
+    /// A GAN: DCGAN on CIFAR-10 images, or the 2-D ring (--model gan-ring).
+    Gan(gan::TrainArgs),
+}
+
+#[derive(Subcommand)]
+enum EvalWhat {
+    /// Accuracy and confusion matrix of a classifier on the CIFAR-10 test set.
+    Cifar10(EvalArgs),
+    /// FCD, KCD and CS of a generator's samples (or of any image set).
+    Gan(gan::EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum SampleWhat {
+    /// Images from a DCGAN checkpoint: a grid PNG, one PNG each, or .npy.
+    Gan(gan::SampleArgs),
+}
+
 #[derive(Args)]
 struct DataArgs {
-    /// Data set: cifar10.
-    dataset: String,
     /// CIFAR-10 location (archive or folder); else $SHADERGRAD_DATA, ./data, ../shared/data.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -131,8 +164,21 @@ fn main() -> ExitCode {
     quiet_adapter_probe();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(a) => run_train(a),
-        Command::Eval(a) => run_eval(a),
+        Command::Train {
+            what: TrainWhat::Cifar10(a),
+        } => run_train(a),
+        Command::Train {
+            what: TrainWhat::Gan(a),
+        } => gan::train(a),
+        Command::Eval {
+            what: EvalWhat::Cifar10(a),
+        } => run_eval(a),
+        Command::Eval {
+            what: EvalWhat::Gan(a),
+        } => gan::eval(a),
+        Command::Sample {
+            what: SampleWhat::Gan(a),
+        } => gan::sample(a),
         Command::Bench {
             which,
             ms,
@@ -159,19 +205,13 @@ fn main() -> ExitCode {
 }
 
 /// The device a run uses, said out loud.
-fn choose_device(spec: &str) -> Result<Device> {
+pub(crate) fn choose_device(spec: &str) -> Result<Device> {
     let device = Device::parse(spec)?;
     eprintln!("device: {} ({})", device, device.describe());
     Ok(device)
 }
 
 fn load_cifar(args: &DataArgs) -> Result<cifar10::Cifar10> {
-    if args.dataset != "cifar10" {
-        return Err(Error::param(
-            "data set",
-            format!("unknown data set {:?}; available: cifar10", args.dataset),
-        ));
-    }
     let path = cifar10::find(args.data.as_deref())?;
     eprintln!("data: {}", path.display());
     let mut data = cifar10::load(&path)?;

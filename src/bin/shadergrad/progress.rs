@@ -34,24 +34,50 @@ fn figures(list: &[(String, f32)]) -> String {
         .join(" ")
 }
 
+/// The Ctrl-C count, from a handler installed once per process: the first
+/// asks the run to save a checkpoint and stop; a second exits at once.
+pub fn interrupts() -> Result<Arc<AtomicUsize>> {
+    static COUNT: std::sync::OnceLock<std::result::Result<Arc<AtomicUsize>, String>> =
+        std::sync::OnceLock::new();
+    COUNT
+        .get_or_init(|| {
+            let count = Arc::new(AtomicUsize::new(0));
+            let flag = count.clone();
+            ctrlc::set_handler(move || {
+                if flag.fetch_add(1, Ordering::SeqCst) >= 1 {
+                    eprintln!("\ninterrupted again: exiting without a checkpoint");
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to exit now)"
+                );
+            })
+            .map(|_| count)
+            .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| Error::param("train", format!("cannot install the Ctrl-C handler: {e}")))
+}
+
+/// A progress bar drawn to stderr, or a hidden one.
+pub fn bar(visible: bool, len: u64, template: &str) -> ProgressBar {
+    let bar = if visible {
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
 impl Progress {
     pub fn new(visible: bool, plot: (PathBuf, String)) -> Result<Progress> {
-        let interrupts = Arc::new(AtomicUsize::new(0));
-        let flag = interrupts.clone();
-        ctrlc::set_handler(move || {
-            if flag.fetch_add(1, Ordering::SeqCst) >= 1 {
-                eprintln!("\ninterrupted again: exiting without a checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to exit now)"
-            );
-        })
-        .map_err(|e| Error::param("train", format!("cannot install the Ctrl-C handler: {e}")))?;
-        let bar = ProgressBar::hidden();
         Ok(Progress {
-            bar,
-            interrupts,
+            bar: ProgressBar::hidden(),
+            interrupts: interrupts()?,
             visible,
             plot,
         })
@@ -60,16 +86,11 @@ impl Progress {
 
 impl Observer for Progress {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize, done: usize) {
-        self.bar = if self.visible {
-            ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        let style =
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
-        self.bar.set_style(style);
+        self.bar = bar(
+            self.visible,
+            batches as u64,
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
+        );
         self.bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
         self.bar.set_position(done as u64);
     }
