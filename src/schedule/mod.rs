@@ -351,10 +351,20 @@ fn run_steps(
             }
         };
         if let Some(s) = started {
-            match step {
-                Step::Fused { .. } => profile::record_name("fused elementwise", s.elapsed()),
-                _ => profile::record(t.op(), s.elapsed()),
-            }
+            let kind = match step {
+                Step::Fused { program, .. } => {
+                    format!("fused elementwise ({} ops)", program.instrs.len())
+                }
+                _ => profile::key(t.op()),
+            };
+            let name = if profile::by_shape() {
+                format!("{kind} {:?}", t.shape())
+            } else if matches!(step, Step::Fused { .. }) {
+                "fused elementwise".to_string()
+            } else {
+                kind
+            };
+            profile::record_name(&name, s.elapsed());
         }
         for i in &ins {
             if let Some(n) = uses.get_mut(&i.id()) {

@@ -1,4 +1,5 @@
-//! Time spent per op kind, when `SHADERGRAD_PROFILE` is set.
+//! Time spent per op kind, when `SHADERGRAD_PROFILE` is set
+//! (`SHADERGRAD_PROFILE=shapes`: per op kind and output shape).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -13,17 +14,19 @@ pub(crate) fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("SHADERGRAD_PROFILE").is_some())
 }
 
-fn key(op: &Op) -> String {
+/// Rows split by output shape as well as op kind.
+pub(crate) fn by_shape() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SHADERGRAD_PROFILE").is_ok_and(|v| v == "shapes"))
+}
+
+pub(crate) fn key(op: &Op) -> String {
     match op {
         Op::Unary(u) => format!("unary {u:?}"),
         Op::Binary(b) => format!("binary {b:?}"),
         Op::Reduce { op, .. } => format!("reduce {op:?}"),
         o => o.name().to_string(),
     }
-}
-
-pub(crate) fn record(op: &Op, d: Duration) {
-    record_name(&key(op), d);
 }
 
 pub(crate) fn record_name(name: &str, d: Duration) {
@@ -45,10 +48,10 @@ pub fn report() -> String {
     let mut rows: Vec<_> = map.iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
     let total: Duration = rows.iter().map(|r| r.1 .1).sum();
-    let mut s = format!("{:<28} {:>9} {:>10} {:>6}\n", "op", "calls", "ms", "%");
+    let mut s = format!("{:<44} {:>9} {:>10} {:>6}\n", "op", "calls", "ms", "%");
     for (k, (n, d)) in rows {
         s += &format!(
-            "{k:<28} {n:>9} {:>10.1} {:>6.1}\n",
+            "{k:<44} {n:>9} {:>10.1} {:>6.1}\n",
             d.as_secs_f64() * 1e3,
             100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12)
         );
