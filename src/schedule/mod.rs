@@ -351,16 +351,16 @@ fn run_steps(
             }
         };
         if let Some(s) = started {
+            let by_shape = profile::by_shape();
             let kind = match step {
-                Step::Fused { program, .. } => {
+                Step::Fused { program, .. } if by_shape => {
                     format!("fused elementwise ({} ops)", program.instrs.len())
                 }
+                Step::Fused { .. } => "fused elementwise".to_string(),
                 _ => profile::key(t.op()),
             };
-            let name = if profile::by_shape() {
+            let name = if by_shape {
                 format!("{kind} {:?}", t.shape())
-            } else if matches!(step, Step::Fused { .. }) {
-                "fused elementwise".to_string()
             } else {
                 kind
             };

@@ -6,9 +6,6 @@ use super::{f32_data, PAR_MIN};
 use crate::backend::{Storage, Value};
 use crate::op::ReduceOp;
 
-/// Dense input, walked in memory order: axes are collapsed into alternating
-/// kept / reduced groups and every contiguous run is folded straight into
-/// the (small) output. No transposed copy of the input.
 /// The f64 sum of `run` in 8 independent lanes, combined in a fixed order:
 /// a serial chain of f64 adds waits on each add's latency, lanes vectorise.
 fn sum_lanes(run: &[f32]) -> f64 {
@@ -30,6 +27,9 @@ fn sum_lanes(run: &[f32]) -> f64 {
     (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
+/// Dense input, walked in memory order: axes are collapsed into alternating
+/// kept / reduced groups and every contiguous run is folded straight into
+/// the (small) output. No transposed copy of the input.
 fn reduce_dense(op: ReduceOp, axes: &[usize], data: &[f32], shape: &[usize]) -> Vec<f32> {
     // (size, reduced) groups, size-1 axes dropped.
     let mut groups: Vec<(usize, bool)> = Vec::new();
@@ -191,5 +191,23 @@ pub fn reduce(op: ReduceOp, axes: &[usize], x: &Value) -> Value {
         Storage::F32(_) => Value::f32(out, &out_shape),
         Storage::I32(_) => Value::i32(out.into_iter().map(|v| v as i32).collect(), &out_shape),
         Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_lanes_matches_a_serial_sum_at_every_tail_length() {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 33, 257] {
+            let run: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+            let serial: f64 = run.iter().map(|&v| v as f64).sum();
+            assert!((sum_lanes(&run) - serial).abs() < 1e-9, "len {len}");
+        }
+        // A single large value among small ones: f64 lanes keep the small ones.
+        let mut run = vec![1e-3f32; 100];
+        run[50] = 1e7;
+        assert!((sum_lanes(&run) - (1e7 + 99.0 * 1e-3f32 as f64)).abs() < 1e-6);
     }
 }
