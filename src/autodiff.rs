@@ -149,6 +149,26 @@ fn vjp_multi(node: &Tensor, gs: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>
                 DType::F32,
             ))])
         }
+        // Only the output carries a gradient: the log-sum-exp is internal
+        // (backward reads it, nothing differentiates it).
+        Op::Attention(_) => {
+            let Some(g) = &gs[0] else {
+                return Ok(vec![None; x.len()]);
+            };
+            let q = x[0].shape();
+            let v = x[2].shape();
+            let out = node.project(0, &[q[0], q[1], q[2], v[3]], DType::F32);
+            let lse = node.project(1, &q[..3], DType::F32);
+            let mut grads: Vec<Option<Tensor>> = Tensor::attention_backward(node, &out, &lse, g)?
+                .into_iter()
+                .map(Some)
+                .collect();
+            grads.resize(x.len(), None);
+            Ok(grads)
+        }
+        Op::AttentionBackward(_) => Err(Error::Grad(
+            "second derivatives through fused attention are not supported; use Tensor::attention_unfused where a gradient of a gradient is needed".into(),
+        )),
         Op::AdamUpdate(_) | Op::SgdUpdate(_) => vjp_by_reference(node, gs),
         other => Err(Error::Grad(format!(
             "internal: no gradient rule for the outputs of {}",
@@ -331,7 +351,11 @@ fn vjp(node: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
             Some(Tensor::conv2d_raw(&x[0], g, *geom, x[1].shape())),
         ]),
         Op::SgdUpdate(_) => vjp_by_reference(node, &[Some(g.clone())]),
-        Op::MaxPool2d(_) | Op::AdamUpdate(_) | Op::Output(_) => Err(Error::Grad(format!(
+        Op::MaxPool2d(_)
+        | Op::AdamUpdate(_)
+        | Op::Attention(_)
+        | Op::AttentionBackward(_)
+        | Op::Output(_) => Err(Error::Grad(format!(
             "internal: {} reached the single-output rules",
             node.op().name()
         ))),

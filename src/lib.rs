@@ -45,6 +45,7 @@ pub mod train;
 pub use autodiff::{grad, Gradients};
 pub use device::{devices_report, Device, GpuId};
 pub use error::{Error, Result};
+pub use ops::attention::AttentionOpts;
 pub use ops::conv::Conv2dOpts;
 pub use optim::{Adam, Optimizer, Parameter, Sgd};
 pub use schedule::{last_realize_stats, profile, RealizeStats};

@@ -101,6 +101,23 @@ pub struct SgdStep {
     pub weight_decay: f32,
 }
 
+/// Scaled dot-product attention: `softmax(q k^T * scale + mask) v` per
+/// (batch, head), with q `[b, h, lq, d]`, k `[b, hk, lk, d]`, v `[b, hk,
+/// lk, dv]`; `hk` divides `h` and query head `i` reads key/value head
+/// `i / (h / hk)` (grouped or multi-query heads).
+///
+/// A key is visible to a query when it passes both masks: `causal` hides
+/// key `j` from query `i` when `j > i` (top-left aligned, as PyTorch's
+/// `is_causal`), and `key_mask` (an extra input `[b, lk]`, nonzero = keep)
+/// hides padding. A query that sees no key gets a zero output row, a zero
+/// gradient and a log-sum-exp of -inf.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    pub scale: f32,
+    pub causal: bool,
+    pub key_mask: bool,
+}
+
 /// A node's operation. Graph nodes hold data, never closures; shapes of the
 /// output are stored on the node.
 #[derive(Clone, Debug, PartialEq)]
@@ -178,6 +195,15 @@ pub enum Op {
     ScatterAdd {
         axis: usize,
     },
+    /// Fused attention (see [`AttentionSpec`]): the scores are computed
+    /// block by block with an online softmax and never stored. inputs (q,
+    /// k, v [, key_mask]); outputs (out `[b, h, lq, dv]`, the log-sum-exp
+    /// of each query's scaled, masked scores `[b, h, lq]`).
+    Attention(AttentionSpec),
+    /// Attention's gradients from the forward's log-sum-exp. inputs (q, k,
+    /// v [, key_mask], lse, delta `[b, h, lq]` = rowsum(dout * out), dout);
+    /// outputs (dq, dk, dv).
+    AttentionBackward(AttentionSpec),
 
     // ---- optimizer updates, one kernel per parameter
     /// inputs (param, grad, m, v); outputs (param, m, v) after the step.
@@ -222,6 +248,8 @@ impl Op {
             Op::AvgPool2dBackward(_) => "avg_pool2d_backward",
             Op::Gather { .. } => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
+            Op::Attention(_) => "attention",
+            Op::AttentionBackward(_) => "attention_backward",
             Op::AdamUpdate(_) => "adam_update",
             Op::SgdUpdate(_) => "sgd_update",
             Op::Output(_) => "output",
@@ -234,7 +262,8 @@ impl Op {
     /// type; the node's own shape and type are its first output's.
     pub fn outputs(&self) -> usize {
         match self {
-            Op::MaxPool2d(_) => 2,
+            Op::MaxPool2d(_) | Op::Attention(_) => 2,
+            Op::AttentionBackward(_) => 3,
             Op::AdamUpdate(_) => 3,
             Op::SgdUpdate(s) if s.momentum != 0.0 => 2,
             _ => 1,

@@ -3,6 +3,7 @@
 //! Rust over the primitives, so they get gradients and every backend for free.
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod index;

@@ -1,6 +1,7 @@
 //! The CPU backend: plain Rust kernels for every primitive, multi-threaded
 //! with rayon, matmul and convolution on the `gemm` crate.
 
+mod attention;
 mod conv;
 pub(crate) mod elementwise;
 mod index;
@@ -78,6 +79,22 @@ impl Session for CpuSession {
         let x = host_inputs(inputs)?;
         match (op, x.as_slice()) {
             (Op::MaxPool2d(g), [x]) => Ok(pool::max_pool2d(g, x, shape).into()),
+            (Op::Attention(s), [q, k, v, mask @ ..]) => {
+                Ok(attention::attention(s, q, k, v, mask.first()))
+            }
+            (Op::AttentionBackward(s), [q, k, v, rest @ ..]) => {
+                let (mask, rest) = if s.key_mask {
+                    (rest.first(), &rest[1..])
+                } else {
+                    (None, rest)
+                };
+                let [lse, delta, dout] = rest else {
+                    return Err(Error::param(op.name(), "internal: wrong input count"));
+                };
+                Ok(attention::attention_backward(
+                    s, q, k, v, mask, lse, delta, dout,
+                ))
+            }
             (Op::AdamUpdate(s), [p, g, m, v]) => Ok(optim::adam(s, p, g, m, v).into()),
             (Op::SgdUpdate(s), [p, g, rest @ ..]) => Ok(optim::sgd(s, p, g, rest.first())),
             _ => Ok(vec![exec(op, &x, shape, dtype)?]),
@@ -175,7 +192,11 @@ pub(crate) fn exec(op: &Op, inputs: &[Value], shape: &[usize], dtype: DType) -> 
         Op::Conv2dBackwardFilter(g) => {
             conv::conv2d_backward_filter(&inputs[0], &inputs[1], g, shape)
         }
-        Op::MaxPool2d(_) | Op::AdamUpdate(_) | Op::SgdUpdate(_) => {
+        Op::MaxPool2d(_)
+        | Op::AdamUpdate(_)
+        | Op::SgdUpdate(_)
+        | Op::Attention(_)
+        | Op::AttentionBackward(_) => {
             return Err(Error::param(
                 op.name(),
                 "internal: a multi-output op reached the single-output kernels",

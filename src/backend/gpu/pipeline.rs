@@ -22,11 +22,12 @@ pub(crate) enum Shader {
     Pool2d,
     Index,
     Optim,
+    Attention,
 }
 
 impl Shader {
     #[cfg(test)]
-    pub(crate) const ALL: [Shader; 7] = [
+    pub(crate) const ALL: [Shader; 8] = [
         Shader::Copy,
         Shader::Fill,
         Shader::Reduce,
@@ -34,6 +35,7 @@ impl Shader {
         Shader::Pool2d,
         Shader::Index,
         Shader::Optim,
+        Shader::Attention,
     ];
 
     pub(crate) fn file(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Shader {
             Shader::Pool2d => "pool2d.wgsl",
             Shader::Index => "index.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Attention => "attention.wgsl",
         }
     }
 
@@ -57,6 +60,7 @@ impl Shader {
             Shader::Pool2d => include_str!("../../../shaders/pool2d.wgsl"),
             Shader::Index => include_str!("../../../shaders/index.wgsl"),
             Shader::Optim => include_str!("../../../shaders/optim.wgsl"),
+            Shader::Attention => include_str!("../../../shaders/attention.wgsl"),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! parameter struct has the layout of its WGSL twin. Then one check with a
 //! device: a kernel that fails to compile is a named error.
 
-use super::kernels::{copy, elementwise, fill, gemm, index, optim, pool2d, reduce};
+use super::kernels::{attention, copy, elementwise, fill, gemm, index, optim, pool2d, reduce};
 use super::pipeline::{layout_mismatch, validate_wgsl, KernelParams, Shader};
 use crate::op::{BinaryOp, Op, UnaryOp};
 use crate::schedule::fusion::{Instr, Program};
@@ -52,6 +52,7 @@ fn parameter_structs_match_their_wgsl_structs() {
     same_layout::<index::IndexParams>(Shader::Index.source());
     same_layout::<optim::AdamParams>(Shader::Optim.source());
     same_layout::<optim::SgdParams>(Shader::Optim.source());
+    same_layout::<attention::AttentionParams>(Shader::Attention.source());
     let emitted = elementwise::elementwise(
         &Program::single(Op::Unary(UnaryOp::Neg), 1),
         &[(DType::F32, &Layout::contiguous(&[3]))],

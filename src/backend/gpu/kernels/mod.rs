@@ -1,6 +1,7 @@
 //! Each primitive as dispatches of its WGSL kernel: one launcher file per
 //! shader file, each owning that shader's parameter struct and variants.
 
+pub(crate) mod attention;
 pub(crate) mod copy;
 pub(crate) mod elementwise;
 pub(crate) mod fill;
@@ -86,6 +87,8 @@ pub(crate) fn exec(
             shape,
         )?,
         Op::MaxPool2d(g) => return Ok(pool2d::max_forward(rec, g, x(0), shape)?.into()),
+        Op::Attention(s) => return attention::forward(rec, s, &inputs),
+        Op::AttentionBackward(s) => return attention::backward(rec, s, &inputs),
         Op::AdamUpdate(s) => return optim::adam(rec, s, &inputs, shape),
         Op::SgdUpdate(s) => return optim::sgd(rec, s, &inputs, shape),
         Op::MaxPool2dBackward(g) => pool2d::backward(rec, g, Some(x(0)), x(1), shape)?,
