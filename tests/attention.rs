@@ -302,6 +302,36 @@ fn gradcheck_with_masks() -> Result<()> {
     Ok(())
 }
 
+/// The fused forward's memory grows linearly with the sequence length;
+/// the composition's, which stores the scores, quadratically.
+fn memory_is_linear_in_sequence_length() -> Result<()> {
+    let peak = |len: usize, fused: bool| -> Result<usize> {
+        let q = rt(&[1, 2, len, 32], 1);
+        let k = rt(&[1, 2, len, 32], 2);
+        let v = rt(&[1, 2, len, 32], 3);
+        Tensor::realize_all(&[q.clone(), k.clone(), v.clone()])?;
+        let opts = AttentionOpts::default();
+        let out = if fused {
+            Tensor::attention(&q, &k, &v, &opts)?
+        } else {
+            Tensor::attention_unfused(&q, &k, &v, &opts)?
+        };
+        out.realize()?;
+        Ok(shadergrad::last_realize_stats().peak_bytes)
+    };
+    let (f256, f1024) = (peak(256, true)?, peak(1024, true)?);
+    let (u256, u1024) = (peak(256, false)?, peak(1024, false)?);
+    // out [1, 2, len, 32] and lse [1, 2, len]: 33 floats per query and head.
+    assert_eq!(f1024, 2 * 1024 * 33 * 4, "fused peak at 1024");
+    assert_eq!(f1024, 4 * f256, "fused: 4x the length, 4x the memory");
+    assert!(
+        u1024 >= 12 * u256,
+        "unfused grows quadratically: {u256} -> {u1024}"
+    );
+    assert!(u1024 > 8 * f1024, "unfused {u1024} vs fused {f1024}");
+    Ok(())
+}
+
 fn bad_shapes_are_errors() -> Result<()> {
     let q = rt(&[1, 4, 5, 8], 1);
     let k = rt(&[1, 4, 6, 8], 2);
@@ -340,4 +370,5 @@ backend_tests!(
     edge_lengths,
     gradcheck_with_masks,
     bad_shapes_are_errors,
+    memory_is_linear_in_sequence_length,
 );

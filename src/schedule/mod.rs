@@ -75,10 +75,15 @@ pub struct RealizeStats {
     /// Device sessions finished (one per device, more when a transfer
     /// between devices has to wait for results).
     pub sessions: usize,
+    /// The most bytes of results computed by this realize that were alive
+    /// at once (a value counts from the step that makes it to its last
+    /// use; inputs realized earlier are not counted). What a buffer pool
+    /// needs for the schedule, on any backend.
+    pub peak_bytes: usize,
 }
 
 thread_local! {
-    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0, fused_elements: 0, dispatches: 0, sessions: 0 }) };
+    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0, fused_elements: 0, dispatches: 0, sessions: 0, peak_bytes: 0 }) };
 }
 
 /// Statistics of the last `realize` on this thread that had anything to
@@ -261,6 +266,7 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
         &mut uses,
         &keep,
         &mut sessions,
+        &mut stats.peak_bytes,
     );
     // Finish what is open whatever happened, so buffers go back to their
     // pools; cache values only when every session succeeded, so a failed
@@ -277,6 +283,15 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of the distinct storages behind `values` (views share theirs).
+fn live_bytes<'a>(values: impl Iterator<Item = &'a Value>) -> usize {
+    let mut seen = HashSet::new();
+    values
+        .filter(|v| seen.insert(Arc::as_ptr(&v.storage)))
+        .map(|v| v.storage.len() * 4)
+        .sum()
+}
+
 /// Run every step; returns the values to cache on their nodes.
 fn run_steps(
     order: &[Tensor],
@@ -285,6 +300,7 @@ fn run_steps(
     uses: &mut HashMap<u64, usize>,
     keep: &HashSet<u64>,
     sessions: &mut Sessions,
+    peak_bytes: &mut usize,
 ) -> Result<Vec<(Tensor, Value)>> {
     let mut values: HashMap<u64, Vec<Value>> = HashMap::new();
     let mut to_cache = Vec::new();
@@ -366,6 +382,13 @@ fn run_steps(
             };
             profile::record_name(&name, s.elapsed());
         }
+        // Inputs are freed after the step, so its outputs and inputs peak together.
+        let live = values
+            .values()
+            .flatten()
+            .chain(&outs)
+            .chain(to_cache.iter().map(|(_, v)| v));
+        *peak_bytes = (*peak_bytes).max(live_bytes(live));
         for i in &ins {
             if let Some(n) = uses.get_mut(&i.id()) {
                 *n -= 1;
