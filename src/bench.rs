@@ -16,6 +16,8 @@ pub struct BenchResult {
     pub flops: f64,
     /// Median seconds per call.
     pub seconds: f64,
+    /// Most bytes of intermediate results alive at once, where measured.
+    pub peak_bytes: Option<usize>,
 }
 
 impl BenchResult {
@@ -111,6 +113,7 @@ pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<
             name: format!("matmul {n}x{n}x{n}"),
             flops: 2.0 * (n * n * n) as f64,
             seconds,
+            peak_bytes: None,
         });
     }
     for (name, xs, ws) in CNN_CONVS.into_iter().filter(|(name, ..)| keep(name)) {
@@ -124,6 +127,7 @@ pub fn cpu_kernels(budget: Duration, keep: impl Fn(&str) -> bool) -> Result<Vec<
                 name: format!("{name} {pass}"),
                 flops,
                 seconds,
+                peak_bytes: None,
             });
         }
     }
@@ -190,6 +194,7 @@ pub fn gpu_matmul(
                 name: format!("matmul {} {n}x{n}x{n}", kernel.name()),
                 flops,
                 seconds,
+                peak_bytes: None,
             });
         }
     }
@@ -223,6 +228,91 @@ pub fn gpu_convs(
                 name: format!("{name} {pass}"),
                 flops,
                 seconds,
+                peak_bytes: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Attention shapes (batch, heads, sequence, head dim) for a device:
+/// BERT-base-like heads at growing lengths; small ones on a software GPU.
+pub fn attention_shapes(software: bool) -> Vec<[usize; 4]> {
+    if software {
+        vec![[1, 4, 64, 32], [1, 4, 128, 64], [1, 4, 256, 64]]
+    } else {
+        vec![
+            [4, 12, 128, 64],
+            [4, 12, 512, 64],
+            [2, 12, 1024, 64],
+            [1, 8, 2048, 64],
+            [4, 12, 512, 32],
+            [4, 8, 512, 128],
+        ]
+    }
+}
+
+/// Fused attention against the unfused composition (matmul, softmax,
+/// matmul) through the engine on `device`, forward and forward+backward,
+/// with each one's peak memory. FLOPs count the matmuls once (forward
+/// 4 b h l^2 d, backward 8 b h l^2 d), so GFLOP/s ratios are time ratios.
+pub fn attention(
+    device: &crate::Device,
+    budget: Duration,
+    shapes: &[[usize; 4]],
+) -> Result<Vec<BenchResult>> {
+    use crate::{AttentionOpts, Tensor};
+    let mut out = Vec::new();
+    for &[b, h, l, d] in shapes {
+        let input = |seed: u64| -> Result<Tensor> {
+            let t = Tensor::rand_seeded(&[b, h, l, d], seed)
+                .sub_scalar(0.5)
+                .to(*device);
+            t.realize()?;
+            Ok(t)
+        };
+        let (q, k, v) = (input(1)?, input(2)?, input(3)?);
+        let w = input(4)?;
+        let opts = AttentionOpts::default();
+        let forward_flops = 4.0 * (b * h * l * l * d) as f64;
+        for fused in [true, false] {
+            let run = |q: &Tensor, k: &Tensor, v: &Tensor| {
+                if fused {
+                    Tensor::attention(q, k, v, &opts)
+                } else {
+                    Tensor::attention_unfused(q, k, v, &opts)
+                }
+            };
+            let kind = if fused { "fused" } else { "unfused" };
+            let mut peak = 0;
+            let seconds = time_median(budget, || {
+                let o = run(&q, &k, &v)?;
+                o.realize()?;
+                peak = crate::last_realize_stats().peak_bytes;
+                // Reading a value waits for the device.
+                o.sum_all().item().map(drop)
+            })?;
+            out.push(BenchResult {
+                name: format!("attention {kind} b{b} h{h} l{l} d{d} forward"),
+                flops: forward_flops,
+                seconds,
+                peak_bytes: Some(peak),
+            });
+            let (qg, kg, vg) = (q.with_grad(), k.with_grad(), v.with_grad());
+            let mut peak = 0;
+            let seconds = time_median(budget, || {
+                let o = run(&qg, &kg, &vg)?;
+                let g = o.mul(&w)?.sum_all().backward()?;
+                let grads: Vec<Tensor> = [&qg, &kg, &vg].map(|x| g.get_or_zeros(x)).to_vec();
+                Tensor::realize_all(&grads)?;
+                peak = crate::last_realize_stats().peak_bytes;
+                grads[0].sum_all().item().map(drop)
+            })?;
+            out.push(BenchResult {
+                name: format!("attention {kind} b{b} h{h} l{l} d{d} forward+backward"),
+                flops: 3.0 * forward_flops,
+                seconds,
+                peak_bytes: Some(peak),
             });
         }
     }
@@ -237,25 +327,39 @@ pub fn report(results: &[BenchResult], json: bool) -> String {
 /// `report` with the device named in the table header.
 pub fn report_on(results: &[BenchResult], json: bool, device: &str) -> String {
     let mut s = String::new();
+    let memory = results.iter().any(|r| r.peak_bytes.is_some());
+    let width = results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(40);
     if !json {
         s.push_str(&format!(
-            "{:<40} {:>12} {:>10}\n",
+            "{:<width$} {:>12} {:>10}{}\n",
             format!("kernel ({device})"),
             "ms",
-            "GFLOP/s"
+            "GFLOP/s",
+            if memory { "  peak MiB" } else { "" }
         ));
     }
     for r in results {
         if json {
+            let peak = r
+                .peak_bytes
+                .map_or(String::new(), |b| format!(", \"peak_bytes\": {b}"));
             s.push_str(&format!(
-                "{{\"name\": \"{}\", \"seconds\": {:.6e}, \"gflops\": {:.3}}}\n",
+                "{{\"name\": \"{}\", \"seconds\": {:.6e}, \"gflops\": {:.3}{peak}}}\n",
                 r.name,
                 r.seconds,
                 r.gflops()
             ));
         } else {
+            let peak = r.peak_bytes.map_or(String::new(), |b| {
+                format!(" {:>9.2}", b as f64 / (1 << 20) as f64)
+            });
             s.push_str(&format!(
-                "{:<40} {:>12.3} {:>10.1}\n",
+                "{:<width$} {:>12.3} {:>10.1}{peak}\n",
                 r.name,
                 r.seconds * 1e3,
                 r.gflops()

@@ -372,3 +372,29 @@ backend_tests!(
     bad_shapes_are_errors,
     memory_is_linear_in_sequence_length,
 );
+
+/// `shadergrad bench attention`'s entries on a tiny shape: both variants,
+/// both passes, and the fused one's smaller peak memory.
+#[cfg(feature = "bench")]
+#[test]
+fn bench_attention_reports_both_variants() -> Result<()> {
+    let results = shadergrad::bench::attention(
+        &Device::Cpu,
+        std::time::Duration::from_millis(1),
+        &[[1, 2, 64, 8]],
+    )?;
+    let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "attention fused b1 h2 l64 d8 forward",
+            "attention fused b1 h2 l64 d8 forward+backward",
+            "attention unfused b1 h2 l64 d8 forward",
+            "attention unfused b1 h2 l64 d8 forward+backward",
+        ]
+    );
+    assert!(results.iter().all(|r| r.seconds > 0.0 && r.gflops() > 0.0));
+    let peak = |i: usize| results[i].peak_bytes.expect("measured");
+    assert!(peak(0) < peak(2) && peak(1) < peak(3), "{results:?}");
+    Ok(())
+}

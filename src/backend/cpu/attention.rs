@@ -101,6 +101,30 @@ fn mm(
     }
 }
 
+thread_local! {
+    /// Per-worker scores and probabilities, reused: a fresh block of scores
+    /// (512 KiB at 2048 keys) would be mapped and page-faulted every time.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` with a scratch slice of `n` floats (contents unspecified) for this
+/// worker. The buffer is taken out while `f` runs: a GEMM's rayon threads
+/// may run another block on this thread meanwhile, which then allocates.
+fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if s.len() < n {
+        s.resize(n, 0.0);
+    }
+    let r = f(&mut s[..n]);
+    SCRATCH.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.len() < s.len() {
+            *slot = s;
+        }
+    });
+    r
+}
+
 /// Whether key `j` of batch `b` is visible to query `i`.
 fn visible(
     spec: &AttentionSpec,
@@ -146,22 +170,23 @@ pub(crate) fn attention(
                         let q0 = blk * BLOCK;
                         let bq = lse.len();
                         let nk = g.keys_for(spec, q0 + bq);
-                        let mut p = vec![0.0f32; bq * nk];
-                        // scores = q k^T
-                        mm(
-                            (bq, nk, g.d),
-                            &q[q0 * g.d..],
-                            (g.d, 1),
-                            k,
-                            (1, g.d),
-                            &mut p,
-                            false,
-                            false,
-                        );
-                        for (r, row) in p.chunks_mut(nk.max(1)).take(bq).enumerate() {
-                            lse[r] = softmax_row(spec, mask, &g, b, q0 + r, row);
-                        }
-                        mm((bq, g.dv, nk), &p, (nk, 1), v, (g.dv, 1), out, false, false);
+                        with_scratch(bq * nk, |p| {
+                            // scores = q k^T
+                            mm(
+                                (bq, nk, g.d),
+                                &q[q0 * g.d..],
+                                (g.d, 1),
+                                k,
+                                (1, g.d),
+                                p,
+                                false,
+                                false,
+                            );
+                            for (r, row) in p.chunks_mut(nk.max(1)).take(bq).enumerate() {
+                                lse[r] = softmax_row(spec, mask, &g, b, q0 + r, row);
+                            }
+                            mm((bq, g.dv, nk), p, (nk, 1), v, (g.dv, 1), out, false, false);
+                        });
                     });
             });
     }
@@ -169,6 +194,48 @@ pub(crate) fn attention(
         Value::f32(out, &[g.batch, g.heads, g.lq, g.dv]),
         Value::f32(lse, &[g.batch, g.heads, g.lq]),
     ]
+}
+
+/// `e^x` to within 2 ulp, branch-free so loops over it vectorize (libm's
+/// `expf` does not, and was half the forward's time at 2048 keys): 2^n
+/// e^r with n = round(x / ln 2) and Cephes' polynomial for e^r. Exactly 0
+/// below -87 (so -inf gives 0), +inf above 88.7 is not needed here: every
+/// argument is a score minus its row's maximum or log-sum-exp.
+#[inline(always)]
+fn fast_exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to the nearest integer in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.0, 88.0);
+    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_2e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        e * scale
+    }
+}
+
+/// Sum in 8 lanes (vectorizes; a single f32 accumulator does not).
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Turn one row of raw scores into probabilities in place (zeros where
@@ -182,23 +249,29 @@ fn softmax_row(
     row: &mut [f32],
 ) -> f32 {
     let mut max = f32::NEG_INFINITY;
-    for (j, s) in row.iter_mut().enumerate() {
-        if visible(spec, mask, g.lk, b, i, j) {
+    if !spec.causal && mask.is_none() {
+        for s in row.iter_mut() {
             *s *= spec.scale;
             max = max.max(*s);
-        } else {
-            *s = f32::NEG_INFINITY;
+        }
+    } else {
+        for (j, s) in row.iter_mut().enumerate() {
+            if visible(spec, mask, g.lk, b, i, j) {
+                *s *= spec.scale;
+                max = max.max(*s);
+            } else {
+                *s = f32::NEG_INFINITY;
+            }
         }
     }
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return f32::NEG_INFINITY;
     }
-    let mut sum = 0.0f32;
     for s in row.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+        *s = fast_exp(*s - max);
     }
+    let sum = lane_sum(row);
     let inv = 1.0 / sum;
     for s in row.iter_mut() {
         *s *= inv;
@@ -252,68 +325,68 @@ pub(crate) fn attention_backward(
                         if nk == 0 {
                             continue;
                         }
-                        let mut p = vec![0.0f32; bq * nk];
-                        let mut ds = vec![0.0f32; bq * nk];
-                        let qb = &q[q0 * g.d..];
-                        let dob = &dout[q0 * g.dv..];
-                        mm(
-                            (bq, nk, g.d),
-                            qb,
-                            (g.d, 1),
-                            k,
-                            (1, g.d),
-                            &mut p,
-                            false,
-                            threads,
-                        );
-                        // dp = dout v^T
-                        mm(
-                            (bq, nk, g.dv),
-                            dob,
-                            (g.dv, 1),
-                            v,
-                            (1, g.dv),
-                            &mut ds,
-                            false,
-                            threads,
-                        );
-                        for r in 0..bq {
-                            let i = q0 + r;
-                            let l = lsed[row0 + i];
-                            let dl = deltad[row0 + i];
-                            let (pr, dsr) = (&mut p[r * nk..][..nk], &mut ds[r * nk..][..nk]);
-                            for j in 0..nk {
-                                if l == f32::NEG_INFINITY || !visible(spec, mask, g.lk, b, i, j) {
-                                    pr[j] = 0.0;
-                                    dsr[j] = 0.0;
-                                } else {
-                                    pr[j] = (pr[j] * spec.scale - l).exp();
-                                    dsr[j] = pr[j] * (dsr[j] - dl) * spec.scale;
+                        with_scratch(2 * bq * nk, |scratch| {
+                            let (p, ds) = scratch.split_at_mut(bq * nk);
+                            let qb = &q[q0 * g.d..];
+                            let dob = &dout[q0 * g.dv..];
+                            mm((bq, nk, g.d), qb, (g.d, 1), k, (1, g.d), p, false, threads);
+                            // dp = dout v^T
+                            mm(
+                                (bq, nk, g.dv),
+                                dob,
+                                (g.dv, 1),
+                                v,
+                                (1, g.dv),
+                                ds,
+                                false,
+                                threads,
+                            );
+                            for r in 0..bq {
+                                let i = q0 + r;
+                                let l = lsed[row0 + i];
+                                let dl = deltad[row0 + i];
+                                let (pr, dsr) = (&mut p[r * nk..][..nk], &mut ds[r * nk..][..nk]);
+                                if l == f32::NEG_INFINITY {
+                                    pr.fill(0.0);
+                                    dsr.fill(0.0);
+                                    continue;
+                                }
+                                for (p, ds) in pr.iter_mut().zip(dsr.iter_mut()) {
+                                    *p = fast_exp(*p * spec.scale - l);
+                                    *ds = *p * (*ds - dl) * spec.scale;
+                                }
+                                if spec.causal || mask.is_some() {
+                                    for j in 0..nk {
+                                        if !visible(spec, mask, g.lk, b, i, j) {
+                                            pr[j] = 0.0;
+                                            dsr[j] = 0.0;
+                                        }
+                                    }
                                 }
                             }
-                        }
-                        // dq = ds k; dk += ds^T q; dv += p^T dout
-                        mm(
-                            (bq, g.d, nk),
-                            &ds,
-                            (nk, 1),
-                            k,
-                            (g.d, 1),
-                            &mut dq[q0 * g.d..],
-                            false,
-                            threads,
-                        );
-                        mm((nk, g.d, bq), &ds, (1, nk), qb, (g.d, 1), dk, true, threads);
-                        mm(
-                            (nk, g.dv, bq),
-                            &p,
-                            (1, nk),
-                            dob,
-                            (g.dv, 1),
-                            dv,
-                            true,
-                            threads,
-                        );
+                            // dq = ds k; dk += ds^T q; dv += p^T dout
+                            mm(
+                                (bq, g.d, nk),
+                                ds,
+                                (nk, 1),
+                                k,
+                                (g.d, 1),
+                                &mut dq[q0 * g.d..],
+                                false,
+                                threads,
+                            );
+                            mm((nk, g.d, bq), ds, (1, nk), qb, (g.d, 1), dk, true, threads);
+                            mm(
+                                (nk, g.dv, bq),
+                                p,
+                                (1, nk),
+                                dob,
+                                (g.dv, 1),
+                                dv,
+                                true,
+                                threads,
+                            );
+                        });
                     }
                 }
             });
@@ -323,4 +396,24 @@ pub(crate) fn attention_backward(
         Value::f32(dk, &k.layout.shape),
         Value::f32(dvv, &v.layout.shape),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fast_exp;
+
+    #[test]
+    fn fast_exp_matches_libm() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (fast_exp(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "relative error {worst}");
+        assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(fast_exp(-200.0), 0.0);
+        assert_eq!(fast_exp(0.0), 1.0);
+    }
 }

@@ -44,7 +44,8 @@ enum Command {
     },
     /// Benchmark kernels (GFLOP/s).
     Bench {
-        /// Which kernels: all, matmul, conv, or one convolution: conv1, conv2, conv3.
+        /// Which kernels: all, matmul, conv, one convolution (conv1, conv2,
+        /// conv3), or attention (fused vs unfused; not part of all).
         #[arg(default_value = "all")]
         which: String,
         /// Milliseconds to spend per kernel.
@@ -334,15 +335,31 @@ fn eval_on(a: EvalArgs, device: &Device) -> Result<()> {
 }
 
 fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Result<()> {
-    if !["all", "matmul", "conv", "conv1", "conv2", "conv3"].contains(&which) {
+    if ![
+        "all",
+        "matmul",
+        "conv",
+        "conv1",
+        "conv2",
+        "conv3",
+        "attention",
+    ]
+    .contains(&which)
+    {
         return Err(Error::param(
             "bench",
-            format!("unknown kernel set {which:?}; use all, matmul, conv or conv1/conv2/conv3"),
+            format!("unknown kernel set {which:?}; use all, matmul, conv, conv1/conv2/conv3 or attention"),
         ));
     }
     let device = choose_device(device)?;
     let budget = Duration::from_millis(ms);
+    let software = device.describe().ends_with("Cpu");
     let results = match &device {
+        _ if which == "attention" => shadergrad::bench::attention(
+            &device,
+            budget,
+            &shadergrad::bench::attention_shapes(software),
+        )?,
         Device::Cpu => {
             let keep = |name: &str| which == "all" || name.starts_with(which);
             shadergrad::bench::cpu_kernels(budget, keep)?
@@ -350,7 +367,7 @@ fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Res
         Device::Gpu(_) => {
             let sizes = if !sizes.is_empty() {
                 sizes.to_vec()
-            } else if device.describe().ends_with("Cpu") {
+            } else if software {
                 vec![256, 512, 1024]
             } else {
                 vec![1024, 2048, 4096]
