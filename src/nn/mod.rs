@@ -1,11 +1,15 @@
 //! Layers with named parameters, composed from tensor ops.
 
 pub mod init;
+pub mod transformer;
 
 use crate::optim::Parameter;
 use crate::{Conv2dOpts, Error, Result, Tensor};
 
 pub use init::Init;
+pub use transformer::{
+    Embedding, Gelu, LayerNorm, MultiHeadAttention, PositionEmbedding, TransformerEncoderLayer,
+};
 
 /// A layer or model. Parameters and state are listed by name (these names
 /// are the checkpoint's tensor names).
