@@ -4,6 +4,7 @@ pub mod batches;
 pub mod cifar10;
 pub mod image_set;
 pub mod ring;
+pub mod text;
 
 pub use batches::{Augment, Batch, Batcher};
 
