@@ -36,7 +36,9 @@ const TILE: u32 = 480u;
 
 const FLAG_CAUSAL: u32 = 1u;
 const FLAG_MASK: u32 = 2u;
-const NEG_INF_BITS: u32 = 0xff800000u;
+// Private, not const: a const would be folded into an infinite float literal,
+// which WGSL forbids; pool2d.wgsl does the same.
+var<private> NEG_INF_BITS: u32 = 0xff800000u;
 
 struct AttentionParams {
     batch: u32,
