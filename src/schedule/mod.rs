@@ -9,7 +9,7 @@ pub mod profile;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::backend::{self, Session, Value};
+use crate::backend::{self, Session, Storage, Value};
 use crate::op::Op;
 use crate::shape::checked_numel;
 use crate::{Device, Error, Result, Tensor};
@@ -283,13 +283,51 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of the distinct storages behind `values` (views share theirs).
-fn live_bytes<'a>(values: impl Iterator<Item = &'a Value>) -> usize {
-    let mut seen = HashSet::new();
-    values
-        .filter(|v| seen.insert(Arc::as_ptr(&v.storage)))
-        .map(|v| v.storage.len() * 4)
-        .sum()
+/// Bytes of the distinct storages the schedule holds (views share theirs),
+/// kept up to date as values come and go, so the hot loop never rescans.
+#[derive(Default)]
+struct LiveBytes {
+    holders: HashMap<*const Storage, usize>,
+    total: usize,
+}
+
+impl LiveBytes {
+    fn hold(&mut self, values: &[Value]) {
+        for v in values {
+            let n = self.holders.entry(Arc::as_ptr(&v.storage)).or_default();
+            if *n == 0 {
+                self.total += v.storage.len() * 4;
+            }
+            *n += 1;
+        }
+    }
+
+    fn release(&mut self, values: &[Value]) {
+        for v in values {
+            let key = Arc::as_ptr(&v.storage);
+            if let Some(n) = self.holders.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.holders.remove(&key);
+                    self.total -= v.storage.len() * 4;
+                }
+            }
+        }
+    }
+
+    /// The total if `values` were held too.
+    fn with(&self, values: &[Value]) -> usize {
+        let mut seen = HashSet::new();
+        self.total
+            + values
+                .iter()
+                .filter(|v| {
+                    let key = Arc::as_ptr(&v.storage);
+                    !self.holders.contains_key(&key) && seen.insert(key)
+                })
+                .map(|v| v.storage.len() * 4)
+                .sum::<usize>()
+    }
 }
 
 /// Run every step; returns the values to cache on their nodes.
@@ -303,6 +341,7 @@ fn run_steps(
     peak_bytes: &mut usize,
 ) -> Result<Vec<(Tensor, Value)>> {
     let mut values: HashMap<u64, Vec<Value>> = HashMap::new();
+    let mut live = LiveBytes::default();
     let mut to_cache = Vec::new();
     for (t, step) in order.iter().zip(steps) {
         if matches!(step, Step::Inlined) {
@@ -383,24 +422,23 @@ fn run_steps(
             profile::record_name(&name, s.elapsed());
         }
         // Inputs are freed after the step, so its outputs and inputs peak together.
-        let live = values
-            .values()
-            .flatten()
-            .chain(&outs)
-            .chain(to_cache.iter().map(|(_, v)| v));
-        *peak_bytes = (*peak_bytes).max(live_bytes(live));
+        *peak_bytes = (*peak_bytes).max(live.with(&outs));
         for i in &ins {
             if let Some(n) = uses.get_mut(&i.id()) {
                 *n -= 1;
                 if *n == 0 {
-                    values.remove(&i.id());
+                    if let Some(vs) = values.remove(&i.id()) {
+                        live.release(&vs);
+                    }
                 }
             }
         }
         if keep.contains(&t.id()) {
+            live.hold(&outs[..1]);
             to_cache.push((t.clone(), outs[0].clone()));
         }
         if uses.get(&t.id()).copied().unwrap_or(0) > 0 {
+            live.hold(&outs);
             values.insert(t.id(), outs);
         }
     }
