@@ -62,7 +62,20 @@ impl Tensor {
 
     /// `x @ w^T + b` with `w` stored `[out, in]` (PyTorch's layout).
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let y = self.matmul(&weight.t()?)?;
+        let y = if self.rank() > 2 && weight.rank() == 2 {
+            // `[..., in]` as one `[rows, in]` GEMM: a batched matmul against
+            // a broadcast weight would run many small GEMMs and, in
+            // backward, make one weight gradient per batch entry to sum.
+            let shape = self.shape().to_vec();
+            let inputs = shape[shape.len() - 1];
+            let rows = shape[..shape.len() - 1].iter().product::<usize>();
+            let flat = self.reshape(&[rows, inputs])?.matmul(&weight.t()?)?;
+            let mut out_shape = shape[..shape.len() - 1].to_vec();
+            out_shape.push(weight.shape()[0]);
+            flat.reshape(&out_shape)?
+        } else {
+            self.matmul(&weight.t()?)?
+        };
         match bias {
             Some(b) => y.add(b),
             None => Ok(y),
