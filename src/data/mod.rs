@@ -5,6 +5,8 @@ pub mod cifar10;
 pub mod image_set;
 pub mod ring;
 pub mod text;
+#[cfg(feature = "text")]
+pub mod wordpiece;
 
 pub use batches::{Augment, Batch, Batcher};
 

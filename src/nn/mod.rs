@@ -1,11 +1,13 @@
 //! Layers with named parameters, composed from tensor ops.
 
+pub mod bert;
 pub mod init;
 pub mod transformer;
 
 use crate::optim::Parameter;
 use crate::{Conv2dOpts, Error, Result, Tensor};
 
+pub use bert::{Bert, BertConfig};
 pub use init::Init;
 pub use transformer::{
     Embedding, Gelu, LayerNorm, MultiHeadAttention, PositionEmbedding, TransformerEncoderLayer,
