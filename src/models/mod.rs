@@ -1,6 +1,8 @@
 //! Reference models, by name.
 
 pub mod gan;
+#[cfg(feature = "text")]
+pub mod text;
 
 use crate::nn::{Conv2d, Flatten, Init, Linear, MaxPool2d, ReLU, Sequential};
 use crate::{Conv2dOpts, Error, Result};

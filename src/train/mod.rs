@@ -9,6 +9,8 @@ pub mod classify;
 pub mod gan;
 pub mod metrics;
 pub mod quality;
+#[cfg(feature = "text")]
+pub mod text;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +92,9 @@ pub struct TrainConfig {
     pub out: PathBuf,
     pub resume: Option<PathBuf>,
     pub eval_batch: usize,
+    /// Written into every checkpoint besides the loop's own entries (what
+    /// it takes to rebuild the model: a text model's tokenizer, say).
+    pub metadata: Vec<(String, String)>,
 }
 
 impl TrainConfig {
@@ -110,6 +115,7 @@ impl TrainConfig {
             out,
             resume: None,
             eval_batch: 500,
+            metadata: vec![],
         }
     }
 }
@@ -400,6 +406,7 @@ where
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(cfg.metadata.iter().cloned())
         .collect();
         checkpoint::save(&ck_path, &tensors, meta)
     };

@@ -2,6 +2,7 @@
 
 mod gan;
 mod progress;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model: `train cifar10` (a classifier) or `train gan`.
+    /// Train a model: `train cifar10` (an image classifier), `train gan`
+    /// or `train sst2` (a sentence classifier).
     Train {
         #[command(subcommand)]
         what: TrainWhat,
@@ -61,6 +63,10 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         sizes: Vec<usize>,
     },
+    /// Sentence embeddings of a pretrained BERT (MiniLM): one JSON array per sentence.
+    Embed(text::EmbedArgs),
+    /// Classify sentences with a checkpoint of `train sst2`: label and probability.
+    Classify(text::ClassifyArgs),
     /// List the devices shadergrad can run on.
     Devices,
 }
@@ -71,6 +77,8 @@ enum TrainWhat {
     Cifar10(TrainArgs),
     /// A GAN: DCGAN on CIFAR-10 images, or the 2-D ring (--model gan-ring).
     Gan(gan::TrainArgs),
+    /// A sentiment classifier on SST-2: a Transformer from scratch or MiniLM fine-tuned.
+    Sst2(text::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -171,6 +179,11 @@ fn main() -> ExitCode {
         Command::Train {
             what: TrainWhat::Gan(a),
         } => gan::train(a),
+        Command::Train {
+            what: TrainWhat::Sst2(a),
+        } => text::train(a),
+        Command::Embed(a) => text::embed(a),
+        Command::Classify(a) => text::classify(a),
         Command::Eval {
             what: EvalWhat::Cifar10(a),
         } => run_eval(a),
@@ -254,6 +267,7 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
         out: a.out,
         resume: a.resume,
         eval_batch: 500,
+        metadata: vec![],
     };
     shadergrad::manual_seed(cfg.seed);
     let mut model = shadergrad::models::build(&cfg.model)?;
