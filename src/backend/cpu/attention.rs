@@ -16,7 +16,7 @@ use crate::op::AttentionSpec;
 
 /// Queries per block: enough rows to keep the GEMMs efficient, few enough
 /// that one block's scores stay in cache at BERT lengths.
-const BLOCK: usize = 64;
+const BLOCK: usize = 128;
 
 struct Geometry {
     batch: usize,
