@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::data::text::{pad_batch, TextBatch, WordVocab};
 use crate::data::wordpiece::WordPiece;
 use crate::nn::bert::{mean_pool, Bert, BertConfig};
+use crate::nn::transformer::prefixed;
 use crate::nn::{Embedding, Init, LayerNorm, Linear, Module, PositionEmbedding};
 use crate::nn::{TransformerEncoderLayer, TransformerEncoderLayer as Layer};
 use crate::optim::Parameter;
@@ -94,13 +95,6 @@ impl TextModel for TransformerClassifier {
         self.head
             .forward(&pooled.dropout(self.dropout, self.training)?)
     }
-}
-
-fn prefixed(prefix: &str, entries: Vec<(String, Parameter)>) -> Vec<(String, Parameter)> {
-    entries
-        .into_iter()
-        .map(|(n, p)| (format!("{prefix}.{n}"), p))
-        .collect()
 }
 
 impl Module for TransformerClassifier {
@@ -207,12 +201,7 @@ impl TextPipeline {
     /// A pretrained BERT folder's config and tokenizer (the weights are
     /// loaded by [`TextPipeline::build`] with `pretrained`).
     pub fn bert(dir: &Path, max_len: usize) -> Result<TextPipeline> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Io {
-            path: config_path.display().to_string(),
-            msg: format!("cannot be read ({e}); a Hugging Face model folder has config.json, model.safetensors and tokenizer.json"),
-        })?;
-        let config = BertConfig::from_json(&text, &config_path)?;
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
         let tokenizer = WordPiece::from_file(dir)?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::Io {

@@ -92,6 +92,17 @@ impl BertConfig {
         Ok(config)
     }
 
+    /// Read a Hugging Face `config.json`.
+    pub fn from_file(path: &Path) -> Result<BertConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            config_err(
+                path,
+                format!("cannot be read ({e}); a Hugging Face model folder has config.json, model.safetensors and tokenizer.json"),
+            )
+        })?;
+        BertConfig::from_json(&text, path)
+    }
+
     /// The same fields as `config.json` writes them (for checkpoint metadata).
     pub fn to_json(&self) -> String {
         serde_json::json!({
@@ -177,14 +188,7 @@ impl Bert {
     /// `model.safetensors`. Every tensor the model needs must be there with
     /// its shape; the error lists each one missing or misshaped.
     pub fn from_pretrained(dir: &Path) -> Result<Bert> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| {
-            config_err(
-                &config_path,
-                format!("cannot be read ({e}); a Hugging Face model folder has config.json and model.safetensors"),
-            )
-        })?;
-        let bert = Bert::new(BertConfig::from_json(&text, &config_path)?)?;
+        let bert = Bert::new(BertConfig::from_file(&dir.join("config.json"))?)?;
         bert.load_weights(&dir.join("model.safetensors"))?;
         Ok(bert)
     }

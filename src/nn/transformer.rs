@@ -7,7 +7,10 @@ use crate::optim::Parameter;
 use crate::{AttentionOpts, Error, Result, Tensor};
 
 /// Prefix every name of `entries` with `prefix.`.
-fn prefixed(prefix: &str, entries: Vec<(String, Parameter)>) -> Vec<(String, Parameter)> {
+pub(crate) fn prefixed(
+    prefix: &str,
+    entries: Vec<(String, Parameter)>,
+) -> Vec<(String, Parameter)> {
     entries
         .into_iter()
         .map(|(n, p)| (format!("{prefix}.{n}"), p))
