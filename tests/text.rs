@@ -113,3 +113,25 @@ fn real_sst2_when_present() -> Result<()> {
     assert!(vocab.len() > 10_000, "{}", vocab.len());
     Ok(())
 }
+
+#[test]
+fn sample_is_a_seeded_subset_in_order() {
+    let data = TextDataset {
+        sentences: (0..100).map(|i| format!("s{i}")).collect(),
+        labels: (0..100).map(|i| i % 2).collect(),
+    };
+    let a = data.sample(10, 3);
+    assert_eq!(a, data.sample(10, 3));
+    assert_ne!(a, data.sample(10, 4));
+    assert_eq!(a.len(), 10);
+    let idx: Vec<usize> = a
+        .sentences
+        .iter()
+        .map(|s| s[1..].parse().unwrap())
+        .collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "{idx:?}");
+    for (i, l) in idx.iter().zip(&a.labels) {
+        assert_eq!(*l, (*i % 2) as i32);
+    }
+    assert_eq!(data.sample(500, 1), data);
+}

@@ -23,6 +23,21 @@ impl TextDataset {
         self.labels.is_empty()
     }
 
+    /// A fixed random subset of `n` examples by `seed` (all when `n` is
+    /// at least the size), in their original order.
+    pub fn sample(&self, n: usize, seed: u64) -> TextDataset {
+        if n >= self.len() {
+            return self.clone();
+        }
+        let mut pick = super::batches::epoch_order(self.len(), true, seed ^ 0x5a4d_91e2, 0);
+        pick.truncate(n);
+        pick.sort_unstable();
+        TextDataset {
+            sentences: pick.iter().map(|&i| self.sentences[i].clone()).collect(),
+            labels: pick.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+
     /// Read a TSV with a header naming a `label` column (0 or 1) and a
     /// `sentence` (or `content`) column, in either order.
     pub fn read_tsv(path: &Path) -> Result<TextDataset> {

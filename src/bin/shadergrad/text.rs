@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use shadergrad::data::text::{pad_batch, Sst2, TextDataset, WordVocab};
+use shadergrad::data::text::{pad_batch, Sst2, WordVocab};
 use shadergrad::models::text::{predict, TextPipeline, TransformerSize};
 use shadergrad::nn::bert::{locate_model, Bert};
 use shadergrad::nn::Module;
@@ -159,7 +159,7 @@ fn train_on(a: TrainArgs, device: &str) -> Result<()> {
     eprintln!("data: {}", dir.display());
     let mut sst2 = Sst2::open(&dir)?;
     if let Some(n) = a.limit_train {
-        sst2.train = sample(&sst2.train, n, a.seed);
+        sst2.train = sst2.train.sample(n, a.seed);
     }
     if let Some(n) = a.limit_dev {
         sst2.dev.sentences.truncate(n);
@@ -264,23 +264,6 @@ fn train_on(a: TrainArgs, device: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `n` sentences drawn without replacement by `seed` (all if fewer).
-fn sample(data: &TextDataset, n: usize, seed: u64) -> TextDataset {
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    for i in (1..order.len()).rev() {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        order.swap(i, (rng % (i as u64 + 1)) as usize);
-    }
-    order.truncate(n);
-    TextDataset {
-        sentences: order.iter().map(|&i| data.sentences[i].clone()).collect(),
-        labels: order.iter().map(|&i| data.labels[i]).collect(),
-    }
 }
 
 pub fn embed(a: EmbedArgs) -> Result<()> {
