@@ -2,6 +2,7 @@
 
 pub mod batches;
 pub mod cifar10;
+pub mod image_folder;
 pub mod image_set;
 pub mod ring;
 pub mod text;
@@ -13,22 +14,30 @@ pub use batches::{Augment, Batch, Batcher};
 /// Labelled images held in memory as u8, channel-major (`[n, c, h, w]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageDataset {
+    /// Pixels, `[n, c, h, w]` row-major, 0-255.
     pub images: Vec<u8>,
+    /// One class label per image.
     pub labels: Vec<u8>,
+    /// Channels per image (3 for RGB).
     pub channels: usize,
+    /// Image height in pixels.
     pub height: usize,
+    /// Image width in pixels.
     pub width: usize,
 }
 
 impl ImageDataset {
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Bytes per image (`c * h * w`).
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
