@@ -121,9 +121,13 @@ pub fn ring_discriminator(hidden: usize) -> Result<Sequential> {
 pub struct Gan {
     /// "dcgan" or "gan-ring".
     pub kind: String,
+    /// Channel width multiplier of both networks.
     pub width: usize,
+    /// Length of the generator's latent vector.
     pub latent: usize,
+    /// Latent `[n, latent]` to images `[n, 3, 32, 32]` in [-1, 1].
     pub generator: Sequential,
+    /// Images to one logit each (real vs generated).
     pub discriminator: Sequential,
 }
 

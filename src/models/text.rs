@@ -25,10 +25,15 @@ pub trait TextModel: Module {
 /// The size of the from-scratch Transformer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TransformerSize {
+    /// Model (embedding) width.
     pub dim: usize,
+    /// Encoder layers.
     pub layers: usize,
+    /// Attention heads per layer.
     pub heads: usize,
+    /// Hidden width of each feed-forward block.
     pub ff_dim: usize,
+    /// Dropout probability in training.
     pub dropout: f32,
 }
 
@@ -48,16 +53,23 @@ impl Default for TransformerSize {
 /// Word embeddings plus learned positions, pre-norm Transformer layers, a
 /// final layer norm, the mean over real tokens and a linear head.
 pub struct TransformerClassifier {
+    /// Token embeddings.
     pub embedding: Embedding,
+    /// Learned position embeddings.
     pub position: PositionEmbedding,
+    /// The pre-norm encoder layers.
     pub layers: Vec<TransformerEncoderLayer>,
+    /// The final layer norm.
     pub norm: LayerNorm,
+    /// Mean-pooled features to class logits.
     pub head: Linear,
+    /// Dropout probability in training.
     pub dropout: f32,
     training: bool,
 }
 
 impl TransformerClassifier {
+    /// A classifier of `size` over a vocabulary of `vocab` ids, for sentences of up to `max_len` tokens and `classes` classes.
     pub fn new(
         vocab: usize,
         max_len: usize,
@@ -124,12 +136,15 @@ impl Module for TransformerClassifier {
 /// sentence embedding sentence-transformers models are trained for), dropout
 /// and a linear head. Names: `bert.*` (Hugging Face's) and `classifier.*`.
 pub struct BertClassifier {
+    /// The pretrained encoder.
     pub bert: Bert,
+    /// Pooled features to class logits.
     pub classifier: Linear,
     training: bool,
 }
 
 impl BertClassifier {
+    /// A classifier of `classes` classes on top of `bert`.
     pub fn new(bert: Bert, classes: usize) -> Result<BertClassifier> {
         let d = bert.config.hidden_size;
         Ok(BertClassifier {
@@ -165,7 +180,9 @@ impl Module for BertClassifier {
 
 /// Text to ids: a word vocabulary or a pretrained model's tokenizer.
 pub enum TextTokenizer {
+    /// A word-level vocabulary built from the training data.
     Words(WordVocab),
+    /// A pretrained model's `tokenizer.json`.
     WordPiece(Box<WordPiece>),
 }
 
@@ -175,10 +192,15 @@ pub enum TextTokenizer {
 pub struct TextPipeline {
     /// "transformer" or "bert".
     pub kind: String,
+    /// The from-scratch Transformer's size (for `kind == "transformer"`).
     pub size: TransformerSize,
+    /// The pretrained model's configuration (for `kind == "bert"`).
     pub bert: Option<BertConfig>,
+    /// Text to ids.
     pub tokenizer: TextTokenizer,
+    /// The longest input in tokens, special tokens included.
     pub max_len: usize,
+    /// Class names; logit `i` is `classes[i]`.
     pub classes: Vec<String>,
 }
 

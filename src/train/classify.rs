@@ -15,11 +15,14 @@ use crate::{Result, Tensor};
 /// Labelled images in memory, batched on a background thread (scaled to
 /// [0, 1], optionally augmented with seeded crops and flips).
 pub struct ImageSource {
+    /// The images.
     pub data: Arc<ImageDataset>,
+    /// Random crops and flips (applied to training batches).
     pub augment: Augment,
 }
 
 impl ImageSource {
+    /// A source over `data` with `augment`.
     pub fn new(data: Arc<ImageDataset>, augment: Augment) -> ImageSource {
         ImageSource { data, augment }
     }
@@ -55,6 +58,7 @@ impl DataSource for ImageSource {
 /// Cross-entropy over logits `[n, classes]` (with label smoothing), and the
 /// number of correct predictions as the metric "accuracy".
 pub struct Classification {
+    /// Weight of the uniform distribution mixed into the targets (0: none).
     pub label_smoothing: f32,
 }
 
@@ -94,9 +98,15 @@ pub fn train(
 
 /// Loss, accuracy and confusion matrix (`[true][predicted]`) over a data set.
 pub struct Evaluation {
+    /// Mean cross-entropy.
     pub loss: f32,
+    /// Fraction of examples whose most probable class is the label.
     pub accuracy: f32,
+    /// Counts by `[true class][predicted class]`, square, as wide as the
+    /// model's outputs (or the data's labels, if more).
     pub confusion: Vec<Vec<usize>>,
+    /// The predicted class of each example, in the data's order.
+    pub predictions: Vec<usize>,
 }
 
 /// Evaluate a classifier in batches without gradients, in evaluation mode.
@@ -111,10 +121,10 @@ pub fn evaluate(
         .iter()
         .copied()
         .max()
-        .map_or(0, |m| m as usize + 1)
-        .max(10);
+        .map_or(0, |m| m as usize + 1);
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut loss_sum = 0.0f64;
+    let mut predictions = Vec::with_capacity(data.len());
     let source = ImageSource::new(data.clone(), Augment::default());
     let plan = EpochPlan {
         epoch: 0,
@@ -140,6 +150,7 @@ pub fn evaluate(
             }
             for (&t, p) in b.labels.iter().zip(pred.to_vec_i32()?) {
                 confusion[t as usize][p.max(0) as usize] += 1;
+                predictions.push(p.max(0) as usize);
             }
         }
         Ok(())
@@ -152,5 +163,6 @@ pub fn evaluate(
         loss: (loss_sum / n as f64) as f32,
         accuracy: correct as f32 / n as f32,
         confusion,
+        predictions,
     })
 }
