@@ -194,3 +194,160 @@ pub fn plot_panels(
     }
     std::fs::rename(&tmp, path).map_err(|e| draw_err(path, e))
 }
+
+fn save_rgb(buf: &[u8], size: (u32, u32), path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp.png");
+    image::save_buffer_with_format(
+        &tmp,
+        buf,
+        size.0,
+        size.1,
+        image::ColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| draw_err(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| draw_err(path, e))
+}
+
+/// A confusion matrix (`confusion[true][predicted]`) as a PNG: cells shaded
+/// by the fraction of their row, counts written in, class names on both
+/// axes.
+pub fn confusion_matrix(
+    confusion: &[Vec<usize>],
+    classes: &[String],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    register_font();
+    let k = confusion.len().max(1);
+    let cell = (720 / k).clamp(8, 48) as i32;
+    let label_w = 130i32;
+    let (width, height) = (
+        (label_w + cell * k as i32 + 20) as u32,
+        (label_w + 30 + cell * k as i32 + 10) as u32,
+    );
+    let mut buf = vec![255u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+        let text = |size: i32| ("sans-serif", size).into_font().color(&BLACK);
+        root.draw(&Text::new(title, (10, 8), text(16)))
+            .map_err(|e| draw_err(path, e))?;
+        let (x0, y0) = (label_w, label_w + 30);
+        let name = |i: usize| {
+            let n = classes.get(i).map_or("?", String::as_str);
+            n.chars().take(16).collect::<String>()
+        };
+        for (i, row) in confusion.iter().enumerate() {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            let y = y0 + i as i32 * cell;
+            root.draw(&Text::new(
+                name(i),
+                (6, y + cell / 2 - 6),
+                text(12.min(cell)),
+            ))
+            .map_err(|e| draw_err(path, e))?;
+            for (j, &count) in row.iter().enumerate() {
+                let x = x0 + j as i32 * cell;
+                let f = count as f64 / total;
+                let shade = (255.0 * (1.0 - 0.85 * f)) as u8;
+                let color = if i == j {
+                    RGBColor(shade, 255 - (255 - shade) / 3, shade)
+                } else {
+                    RGBColor(255, shade, shade)
+                };
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell - 1, y + cell - 1)],
+                    color.filled(),
+                ))
+                .map_err(|e| draw_err(path, e))?;
+                if cell >= 24 && count > 0 {
+                    root.draw(&Text::new(
+                        count.to_string(),
+                        (x + 3, y + cell / 2 - 6),
+                        text(11),
+                    ))
+                    .map_err(|e| draw_err(path, e))?;
+                }
+            }
+        }
+        for j in 0..k {
+            let x = x0 + j as i32 * cell + cell / 2 - 6;
+            let style = ("sans-serif", 12.min(cell))
+                .into_font()
+                .transform(FontTransform::Rotate270)
+                .color(&BLACK);
+            root.draw(&Text::new(name(j), (x, y0 - 6), style))
+                .map_err(|e| draw_err(path, e))?;
+        }
+        root.draw(&Text::new(
+            "rows: true class, columns: predicted",
+            (10, 30),
+            text(12),
+        ))
+        .map_err(|e| draw_err(path, e))?;
+        root.present().map_err(|e| draw_err(path, e))?;
+    }
+    save_rgb(&buf, (width, height), path)
+}
+
+/// Images (`[3, h, w]` u8 channel-major, all one size) in a grid of
+/// `columns`, each enlarged to at least 64 pixels and captioned with its
+/// two lines of text (e.g. the predicted and the true class).
+pub fn captioned_grid(
+    images: &[(Vec<u8>, String, String)],
+    size: (usize, usize),
+    columns: usize,
+    path: &Path,
+) -> Result<()> {
+    register_font();
+    let (h, w) = size;
+    let zoom = (64usize).div_ceil(h.min(w).max(1)).max(1);
+    let (tw, th) = ((w * zoom).max(96), h * zoom);
+    let columns = columns.clamp(1, images.len().max(1));
+    let rows = images.len().div_ceil(columns).max(1);
+    let (cell_w, cell_h) = (tw + 8, th + 36);
+    let (width, height) = ((cell_w * columns) as u32, (cell_h * rows) as u32);
+    let mut buf = vec![255u8; (width * height * 3) as usize];
+    let left = (tw - w * zoom) / 2;
+    for (n, (chw, _, _)) in images.iter().enumerate() {
+        let (ox, oy) = (
+            (n % columns) * cell_w + 4 + left,
+            (n / columns) * cell_h + 4,
+        );
+        for y in 0..th {
+            for x in 0..w * zoom {
+                let at = ((oy + y) * width as usize + ox + x) * 3;
+                for c in 0..3 {
+                    buf[at + c] = chw
+                        .get(c * h * w + (y / zoom) * w + x / zoom)
+                        .copied()
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
+        for (n, (_, first, second)) in images.iter().enumerate() {
+            let (x, y) = (
+                ((n % columns) * cell_w + 4) as i32,
+                ((n / columns) * cell_h + 4 + th) as i32,
+            );
+            let short = |s: &str| s.chars().take(16).collect::<String>();
+            root.draw(&Text::new(
+                short(first),
+                (x, y + 2),
+                ("sans-serif", 12).into_font().color(&RED),
+            ))
+            .map_err(|e| draw_err(path, e))?;
+            root.draw(&Text::new(
+                short(second),
+                (x, y + 17),
+                ("sans-serif", 12).into_font().color(&RGBColor(0, 120, 0)),
+            ))
+            .map_err(|e| draw_err(path, e))?;
+        }
+        root.present().map_err(|e| draw_err(path, e))?;
+    }
+    save_rgb(&buf, (width, height), path)
+}

@@ -1,6 +1,7 @@
 //! The `shadergrad` command line: train, eval, sample, bench, devices.
 
 mod gan;
+mod images;
 mod progress;
 mod text;
 
@@ -27,14 +28,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model: `train cifar10` (an image classifier), `train gan`
-    /// or `train sst2` (a sentence classifier).
+    /// Train a model: `train cifar10` or `train images` (image
+    /// classifiers), `train gan` or `train sst2` (a sentence classifier).
     Train {
         #[command(subcommand)]
         what: TrainWhat,
     },
-    /// Evaluate a checkpoint: `eval cifar10` (accuracy and confusion
-    /// matrix) or `eval gan` (sample quality).
+    /// Evaluate a checkpoint: `eval cifar10` or `eval images` (accuracy
+    /// and confusion matrix) or `eval gan` (sample quality).
     Eval {
         #[command(subcommand)]
         what: EvalWhat,
@@ -63,6 +64,8 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         sizes: Vec<usize>,
     },
+    /// Classify image files with an image classifier's checkpoint: the top classes.
+    Predict(images::PredictArgs),
     /// Sentence embeddings of a pretrained BERT (MiniLM): one JSON array per sentence.
     Embed(text::EmbedArgs),
     /// Classify sentences with a checkpoint of `train sst2`: label and probability.
@@ -75,6 +78,8 @@ enum Command {
 enum TrainWhat {
     /// The image classifier on CIFAR-10 (the seed CNN by default).
     Cifar10(TrainArgs),
+    /// An image classifier on your own folder of class folders (JPEG/PNG, any size).
+    Images(images::TrainArgs),
     /// A GAN: DCGAN on CIFAR-10 images, or the 2-D ring (--model gan-ring).
     Gan(gan::TrainArgs),
     /// A sentiment classifier on SST-2: a Transformer from scratch or MiniLM fine-tuned.
@@ -85,6 +90,8 @@ enum TrainWhat {
 enum EvalWhat {
     /// Accuracy and confusion matrix of a classifier on the CIFAR-10 test set.
     Cifar10(EvalArgs),
+    /// Accuracy, confusion matrix and misclassified images on an image folder.
+    Images(images::EvalArgs),
     /// FCD, KCD and CS of a generator's samples (or of any image set).
     Gan(gan::EvalArgs),
 }
@@ -112,6 +119,17 @@ struct DataArgs {
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    fit: FitArgs,
+    /// Folder for checkpoint.safetensors, metrics.csv and metrics.png.
+    #[arg(long, default_value = "runs/cifar10")]
+    out: PathBuf,
+}
+
+/// The model and its training: shared by `train cifar10` and `train images`.
+#[derive(Args)]
+pub(crate) struct FitArgs {
+    /// seed-cnn, resnet8 or resnet18.
     #[arg(long, default_value = "seed-cnn")]
     model: String,
     #[arg(long, default_value_t = 10)]
@@ -135,9 +153,6 @@ struct TrainArgs {
     augment: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Folder for checkpoint.safetensors, metrics.csv and metrics.png.
-    #[arg(long, default_value = "runs/cifar10")]
-    out: PathBuf,
     /// Continue from a checkpoint written by an earlier run.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -147,6 +162,55 @@ struct TrainArgs {
     /// End with one JSON line of results.
     #[arg(long)]
     json: bool,
+}
+
+impl FitArgs {
+    pub(crate) fn config(&self, out: PathBuf, metadata: Vec<(String, String)>) -> TrainConfig {
+        TrainConfig {
+            model: self.model.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch,
+            lr: self.lr,
+            optimizer: self.optimizer.clone(),
+            schedule: self.schedule.clone(),
+            weight_decay: self.weight_decay,
+            label_smoothing: self.label_smoothing,
+            augment: if self.augment {
+                Augment {
+                    crop_padding: 4,
+                    horizontal_flip: true,
+                }
+            } else {
+                Augment::default()
+            },
+            seed: self.seed,
+            out,
+            resume: self.resume.clone(),
+            eval_batch: 500,
+            metadata,
+        }
+    }
+}
+
+/// The closing JSON line of an image-classifier run (`--json`).
+pub(crate) fn print_summary_json(
+    cfg: &TrainConfig,
+    device: &Device,
+    summary: &train::TrainSummary,
+) {
+    let last = summary.history.last();
+    println!(
+        "{{\"model\": \"{}\", \"device\": \"{}\", \"epochs\": {}, \"train_loss\": {}, \"test_accuracy\": {}, \"images_per_sec\": {:.1}, \"seconds\": {:.1}, \"stopped_early\": {}, \"checkpoint\": \"{}\"}}",
+        cfg.model,
+        device.describe().replace('"', "'"),
+        summary.history.len(),
+        last.map_or(f32::NAN, |m| m.train_loss()),
+        last.map_or(f32::NAN, |m| m.test_accuracy()),
+        summary.examples_per_sec,
+        summary.seconds,
+        summary.stopped_early,
+        summary.checkpoint.display()
+    );
 }
 
 #[derive(Args)]
@@ -177,6 +241,9 @@ fn main() -> ExitCode {
             what: TrainWhat::Cifar10(a),
         } => run_train(a),
         Command::Train {
+            what: TrainWhat::Images(a),
+        } => images::train(a),
+        Command::Train {
             what: TrainWhat::Gan(a),
         } => gan::train(a),
         Command::Train {
@@ -187,6 +254,10 @@ fn main() -> ExitCode {
         Command::Eval {
             what: EvalWhat::Cifar10(a),
         } => run_eval(a),
+        Command::Eval {
+            what: EvalWhat::Images(a),
+        } => images::eval(a),
+        Command::Predict(a) => images::predict(a),
         Command::Eval {
             what: EvalWhat::Gan(a),
         } => gan::eval(a),
@@ -243,32 +314,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
 
 fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
     let mut data = load_cifar(&a.data)?;
-    if let Some(n) = a.limit_train {
-        data.train = data.train.sample(n, a.seed);
+    if let Some(n) = a.fit.limit_train {
+        data.train = data.train.sample(n, a.fit.seed);
     }
-    let cfg = TrainConfig {
-        model: a.model.clone(),
-        epochs: a.epochs,
-        batch_size: a.batch,
-        lr: a.lr,
-        optimizer: a.optimizer,
-        schedule: a.schedule,
-        weight_decay: a.weight_decay,
-        label_smoothing: a.label_smoothing,
-        augment: if a.augment {
-            Augment {
-                crop_padding: 4,
-                horizontal_flip: true,
-            }
-        } else {
-            Augment::default()
-        },
-        seed: a.seed,
-        out: a.out,
-        resume: a.resume,
-        eval_batch: 500,
-        metadata: vec![],
-    };
+    let cfg = a.fit.config(a.out.clone(), vec![]);
     shadergrad::manual_seed(cfg.seed);
     let mut model = shadergrad::models::build(&cfg.model)?;
     eprintln!(
@@ -284,7 +333,7 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
         cfg.out.join("metrics.png"),
         format!("{} on CIFAR-10", cfg.model),
     );
-    let mut observer = progress::Progress::new(!a.json, plot)?;
+    let mut observer = progress::Progress::new(!a.fit.json, plot)?;
     let summary = train::train(
         &cfg,
         &mut model,
@@ -292,20 +341,8 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
         &Arc::new(data.test),
         &mut observer,
     )?;
-    if a.json {
-        let last = summary.history.last();
-        println!(
-            "{{\"model\": \"{}\", \"device\": \"{}\", \"epochs\": {}, \"train_loss\": {}, \"test_accuracy\": {}, \"images_per_sec\": {:.1}, \"seconds\": {:.1}, \"stopped_early\": {}, \"checkpoint\": \"{}\"}}",
-            cfg.model,
-            device.describe().replace('"', "'"),
-            summary.history.len(),
-            last.map_or(f32::NAN, |m| m.train_loss()),
-            last.map_or(f32::NAN, |m| m.test_accuracy()),
-            summary.examples_per_sec,
-            summary.seconds,
-            summary.stopped_early,
-            summary.checkpoint.display()
-        );
+    if a.fit.json {
+        print_summary_json(&cfg, device, &summary);
     }
     Ok(())
 }
