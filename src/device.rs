@@ -107,6 +107,7 @@ impl Device {
         }
     }
 
+    /// Whether this is a GPU.
     pub fn is_gpu(&self) -> bool {
         matches!(self, Device::Gpu(_))
     }

@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! shadergrad: a deep-learning engine with a lazy tensor graph, reverse-mode
 //! autodiff as a graph transform, and backends that run the same graph on the
 //! CPU (the executable specification) or on GPUs through WGSL.
@@ -41,6 +42,11 @@ pub mod bench;
 pub mod plot;
 #[cfg(feature = "train")]
 pub mod train;
+
+// The guide's Rust program is compiled with the doc tests, so it cannot rot.
+#[cfg(all(doctest, feature = "train"))]
+#[doc = include_str!("../docs/guide.md")]
+mod guide {}
 
 pub use autodiff::{grad, Gradients};
 pub use device::{devices_report, Device, GpuId};

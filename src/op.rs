@@ -56,11 +56,17 @@ pub struct PoolGeom {
 /// `weight_decay` is nonzero) at step `t` (from 1).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamStep {
+    /// Learning rate.
     pub lr: f32,
+    /// Decay of the first-moment average.
     pub beta1: f32,
+    /// Decay of the second-moment average.
     pub beta2: f32,
+    /// Added to the root of the second moment.
     pub eps: f32,
+    /// Decoupled weight decay (AdamW); 0 for Adam.
     pub weight_decay: f32,
+    /// The step number, from 1 (bias correction).
     pub t: i32,
 }
 
@@ -95,9 +101,13 @@ impl AdamStep {
 /// added to the gradient (L2).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdStep {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum (0: none).
     pub momentum: f32,
+    /// Nesterov momentum.
     pub nesterov: bool,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f32,
 }
 

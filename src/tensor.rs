@@ -15,7 +15,9 @@ use crate::{Device, Error, Result};
 /// and indices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit float.
     F32,
+    /// 32-bit signed integer (labels, indices, masks).
     I32,
 }
 
@@ -120,6 +122,28 @@ impl Drop for Node {
 }
 
 /// A handle to a lazily computed n-dimensional array. Cloning is cheap.
+///
+/// Ops build graph nodes; values are computed when asked for (`to_vec`,
+/// `item`, `realize`), on the device the tensor lives on (the thread's
+/// default device for new data, see [`crate::with_device`]).
+///
+/// ```
+/// use shadergrad::Tensor;
+///
+/// # fn main() -> shadergrad::Result<()> {
+/// let a = Tensor::from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// let b = Tensor::ones(&[3, 2]);
+/// let c = a.matmul(&b)?.relu();                 // [2, 2], nothing computed yet
+/// assert_eq!(c.shape(), &[2, 2]);
+/// assert_eq!(c.to_vec()?, vec![6.0, 6.0, 15.0, 15.0]);
+///
+/// // Gradients are new lazy tensors.
+/// let w = Tensor::from_slice(&[3.0], &[1])?.with_grad();
+/// let grads = w.mul(&w)?.sum_all().backward()?;
+/// assert_eq!(grads.get(&w).expect("w's gradient").to_vec()?, vec![6.0]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<Node>);
 
@@ -242,6 +266,7 @@ impl Tensor {
         Tensor::from_storage("from_slice", Storage::F32(data.to_vec()), shape)
     }
 
+    /// A tensor owning `data` (row-major) of `shape`; errors if the sizes differ.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         Tensor::from_storage("from_vec", Storage::F32(data), shape)
     }
@@ -251,10 +276,12 @@ impl Tensor {
         Tensor::from_storage("from_slice_i32", Storage::I32(data.to_vec()), shape)
     }
 
+    /// A rank-0 tensor holding `v`.
     pub fn scalar(v: f32) -> Tensor {
         Tensor::full(&[], v)
     }
 
+    /// A tensor of `shape` filled with `v` (no memory until realized, and then only as one broadcast value).
     pub fn full(shape: &[usize], v: f32) -> Tensor {
         Tensor::full_on(shape, v, default_device())
     }
@@ -264,10 +291,12 @@ impl Tensor {
         Tensor::from_op_on(Op::Full(v), vec![], shape.to_vec(), DType::F32, device)
     }
 
+    /// A tensor of `shape` filled with 0.
     pub fn zeros(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 0.0)
     }
 
+    /// A tensor of `shape` filled with 1.
     pub fn ones(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 1.0)
     }
@@ -343,22 +372,27 @@ impl Tensor {
 
     // ---------------------------------------------------------------- facts
 
+    /// The shape.
     pub fn shape(&self) -> &[usize] {
         &self.0.shape
     }
 
+    /// Number of axes.
     pub fn rank(&self) -> usize {
         self.0.shape.len()
     }
 
+    /// Number of elements.
     pub fn numel(&self) -> usize {
         numel(&self.0.shape)
     }
 
+    /// Element type.
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
 
+    /// The device it lives on.
     pub fn device(&self) -> &Device {
         &self.0.device
     }
@@ -383,10 +417,12 @@ impl Tensor {
         self.0.id
     }
 
+    /// Whether gradients flow to it.
     pub fn requires_grad(&self) -> bool {
         self.0.requires_grad
     }
 
+    /// Whether its value has been computed and kept.
     pub fn is_realized(&self) -> bool {
         self.0.value.get().is_some()
     }

@@ -14,14 +14,20 @@ use crate::{Result, Tensor};
 pub struct Augment {
     /// Pad by this many zero pixels on each side, then crop back at a random offset.
     pub crop_padding: usize,
+    /// Mirror each image left-right with probability 1/2.
     pub horizontal_flip: bool,
 }
 
 #[derive(Clone, Debug)]
+/// How a [`Batcher`] draws and prepares batches.
 pub struct BatchOptions {
+    /// Examples per batch (the last batch of an epoch may be smaller).
     pub batch_size: usize,
+    /// Shuffle the order each epoch (by `seed` and the epoch number).
     pub shuffle: bool,
+    /// Seed of the shuffle and the augmentation.
     pub seed: u64,
+    /// Random crops and flips (training only).
     pub augment: Augment,
     /// Per-channel (mean, std) applied after scaling to [0, 1].
     pub normalize: Option<(Vec<f32>, Vec<f32>)>,
@@ -29,12 +35,16 @@ pub struct BatchOptions {
 
 /// One batch: images `[b, c, h, w]` as f32 and labels as i32.
 pub struct Batch {
+    /// Pixels `[b, c, h, w]`, scaled to [0, 1] (then normalised, if asked).
     pub images: Vec<f32>,
+    /// Class labels, one per image.
     pub labels: Vec<i32>,
+    /// `[b, c, h, w]`.
     pub shape: [usize; 4],
 }
 
 impl Batch {
+    /// The images `[b, c, h, w]` (f32) and labels `[b]` (i32) as tensors on the default device.
     pub fn tensors(&self) -> Result<(Tensor, Tensor)> {
         Ok((
             Tensor::from_slice(&self.images, &self.shape)?,
@@ -163,6 +173,7 @@ impl Batcher {
         }
     }
 
+    /// Batches this epoch has still to give.
     pub fn batches_left(&self) -> usize {
         self.remaining
     }

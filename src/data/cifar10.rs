@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::ImageDataset;
 use crate::{Error, Result};
 
+/// Class names in label order (alphabetical, as image-folder loaders number them).
 pub const CLASSES: [&str; 10] = [
     "airplane",
     "automobile",
@@ -31,8 +32,11 @@ const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
 const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 
 #[derive(Clone, Debug, PartialEq)]
+/// CIFAR-10's two splits.
 pub struct Cifar10 {
+    /// 50,000 training images.
     pub train: ImageDataset,
+    /// 10,000 test images.
     pub test: ImageDataset,
 }
 
@@ -117,6 +121,7 @@ pub fn load_cached(path: &Path, cache_dir: Option<&Path>) -> Result<Cifar10> {
     Ok(data)
 }
 
+/// Read CIFAR-10 from `path` (any layout [`find`] accepts) without the cache.
 pub fn load_uncached(path: &Path) -> Result<Cifar10> {
     if path.is_dir() {
         let bin = path.join("cifar-10-batches-bin");

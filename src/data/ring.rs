@@ -7,8 +7,11 @@ use super::batches::Rng;
 /// `modes` Gaussians of standard deviation `std` on a circle of `radius`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ring {
+    /// Number of Gaussians (modes).
     pub modes: usize,
+    /// Radius of the circle the means sit on.
     pub radius: f32,
+    /// Standard deviation of each Gaussian.
     pub std: f32,
 }
 
@@ -35,6 +38,7 @@ pub struct Coverage {
 }
 
 impl Ring {
+    /// The means of the modes, counter-clockwise from (radius, 0).
     pub fn centers(&self) -> Vec<[f32; 2]> {
         (0..self.modes)
             .map(|k| {

@@ -10,15 +10,19 @@ use crate::{Error, Result, Tensor};
 /// Labelled sentences.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TextDataset {
+    /// The sentences, as given.
     pub sentences: Vec<String>,
+    /// One class label per sentence.
     pub labels: Vec<i32>,
 }
 
 impl TextDataset {
+    /// Number of sentences.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there are no sentences.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -94,7 +98,9 @@ impl TextDataset {
 /// (and the acceptance figures) use dev.
 #[derive(Clone, Debug)]
 pub struct Sst2 {
+    /// The training split (`train.tsv`).
     pub train: TextDataset,
+    /// The development split (`dev.tsv`), used for evaluation.
     pub dev: TextDataset,
 }
 
@@ -141,12 +147,15 @@ pub fn words(sentence: &str) -> impl Iterator<Item = String> + '_ {
 /// A word-level vocabulary: id 0 pads, id 1 stands for unknown words.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WordVocab {
+    /// The words by id (`words[0]` is the padding token, `words[1]` the unknown word).
     pub words: Vec<String>,
     index: HashMap<String, i32>,
 }
 
 impl WordVocab {
+    /// The id that pads short sentences.
     pub const PAD: i32 = 0;
+    /// The id of every word not in the vocabulary.
     pub const UNKNOWN: i32 = 1;
 
     /// Words seen at least `min_count` times, most frequent first (ties
@@ -188,10 +197,12 @@ impl WordVocab {
         WordVocab { words, index }
     }
 
+    /// Number of ids, padding and unknown included.
     pub fn len(&self) -> usize {
         self.words.len()
     }
 
+    /// Whether the vocabulary has no words at all.
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
     }
@@ -214,8 +225,11 @@ impl WordVocab {
 /// One batch of token ids `[batch, len]` (i32, padded with 0), its key
 /// mask `[batch, len]` (1 for real tokens) and labels `[batch]` (i32).
 pub struct TextBatch {
+    /// Token ids `[batch, len]`, i32.
     pub ids: Tensor,
+    /// `[batch, len]`: 1 for real tokens, 0 for padding.
     pub mask: Tensor,
+    /// Class labels `[batch]`, i32.
     pub labels: Tensor,
 }
 

@@ -20,6 +20,7 @@ pub struct WordPiece {
 /// One sentence's ids, and how many tokens it had before truncation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Encoded {
+    /// Token ids, `[CLS]` first and `[SEP]` last.
     pub ids: Vec<i32>,
     /// Some(n) when the sentence had `n` > max tokens and was cut.
     pub truncated_from: Option<usize>,
@@ -101,6 +102,7 @@ impl WordPiece {
         self.tokenizer.token_to_id(token).map(|i| i as i32)
     }
 
+    /// Number of token ids the tokenizer can produce.
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.get_vocab_size(true)
     }

@@ -15,7 +15,9 @@ use crate::{Error, Result, Tensor};
 /// A loaded checkpoint: f32 tensors by name, plus metadata.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
+    /// Each tensor's shape and values, by name.
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// String entries: what wrote the checkpoint and how to rebuild its model.
     pub metadata: HashMap<String, String>,
 }
 
@@ -62,6 +64,28 @@ pub fn save(
 
 /// Read a checkpoint; f32 tensors are kept, i64 bookkeeping tensors
 /// (such as BERT's `position_ids`) are skipped.
+///
+/// ```
+/// use shadergrad::io::checkpoint;
+/// use shadergrad::nn::{named_tensors, Init, Linear, Module};
+///
+/// # fn main() -> shadergrad::Result<()> {
+/// let path = std::env::temp_dir().join(format!("sg-doc-ck-{}.safetensors", std::process::id()));
+/// let trained = Linear::new(3, 2, Init::GlorotUniform)?;
+/// let tensors: Vec<_> = named_tensors(&trained).into_iter().map(|(n, p)| (n, p.get())).collect();
+/// let meta = [("model".to_string(), "linear-3-2".to_string())].into();
+/// checkpoint::save(&path, &tensors, meta)?;
+///
+/// // Later, or in another program: the same architecture, then its weights.
+/// let ck = checkpoint::load(&path)?;
+/// assert_eq!(ck.metadata["model"], "linear-3-2");
+/// let fresh = Linear::new(3, 2, Init::GlorotUniform)?;
+/// ck.restore(&fresh, &path)?;
+/// assert_eq!(fresh.weight.get().to_vec()?, trained.weight.get().to_vec()?);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -99,6 +123,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 }
 
 impl Checkpoint {
+    /// The tensor `name` on the default device, if the checkpoint has it.
     pub fn tensor(&self, name: &str) -> Option<Result<Tensor>> {
         self.tensors
             .get(name)

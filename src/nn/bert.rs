@@ -17,14 +17,23 @@ use crate::{Error, Result, Tensor};
 /// The architecture, as `config.json` states it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BertConfig {
+    /// Number of token ids.
     pub vocab_size: usize,
+    /// Width of every layer.
     pub hidden_size: usize,
+    /// Encoder layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer.
     pub num_attention_heads: usize,
+    /// Hidden width of each feed-forward block.
     pub intermediate_size: usize,
+    /// The longest input, in tokens.
     pub max_position_embeddings: usize,
+    /// Number of segment (token type) ids.
     pub type_vocab_size: usize,
+    /// Epsilon of every layer norm.
     pub layer_norm_eps: f32,
+    /// Dropout probability in training.
     pub hidden_dropout_prob: f32,
 }
 
@@ -143,10 +152,15 @@ fn hf_layer_name(ours: &str) -> String {
 
 /// The BERT encoder with its pooler.
 pub struct Bert {
+    /// The configuration it was built from.
     pub config: BertConfig,
+    /// Token embeddings.
     pub word_embeddings: Embedding,
+    /// Position embeddings.
     pub position_embeddings: Embedding,
+    /// Segment (token type) embeddings.
     pub token_type_embeddings: Embedding,
+    /// The layer norm after the summed embeddings.
     pub embeddings_norm: LayerNorm,
     /// Post-norm Transformer layers.
     pub layers: Vec<TransformerEncoderLayer>,

@@ -3,6 +3,7 @@
 use crate::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+/// How a layer's weights start.
 pub enum Init {
     /// U(-a, a) with a = sqrt(6 / (fan_in + fan_out)): Keras' default.
     GlorotUniform,
@@ -15,6 +16,7 @@ pub enum Init {
 }
 
 impl Init {
+    /// A fresh tensor of `shape`, for a layer with these fans.
     pub fn tensor(self, shape: &[usize], fan_in: usize, fan_out: usize) -> Tensor {
         let uniform = |a: f32| Tensor::rand(shape).mul_scalar(2.0 * a).add_scalar(-a);
         match self {

@@ -15,7 +15,49 @@ pub use transformer::{
 
 /// A layer or model. Parameters and state are listed by name (these names
 /// are the checkpoint's tensor names).
+///
+/// Layers compose with [`Sequential`], or by implementing the trait:
+///
+/// ```
+/// use shadergrad::nn::{Init, Linear, Module};
+/// use shadergrad::{Parameter, Result, Tensor};
+///
+/// /// x + mlp(x): a residual two-layer perceptron.
+/// struct Residual {
+///     up: Linear,
+///     down: Linear,
+/// }
+///
+/// impl Module for Residual {
+///     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+///         let h = self.up.forward(x)?.relu();
+///         x.add(&self.down.forward(&h)?)
+///     }
+///     fn parameters(&self) -> Vec<(String, Parameter)> {
+///         let named = |prefix: &str, l: &Linear| {
+///             l.parameters()
+///                 .into_iter()
+///                 .map(move |(n, p)| (format!("{prefix}.{n}"), p))
+///                 .collect::<Vec<_>>()
+///         };
+///         [named("up", &self.up), named("down", &self.down)].concat()
+///     }
+/// }
+///
+/// # fn main() -> Result<()> {
+/// let block = Residual {
+///     up: Linear::new(8, 32, Init::KaimingUniform)?,
+///     down: Linear::new(32, 8, Init::KaimingUniform)?,
+/// };
+/// let y = block.forward(&Tensor::randn(&[4, 8]))?;
+/// assert_eq!(y.shape(), &[4, 8]);
+/// let names: Vec<String> = block.parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["up.weight", "up.bias", "down.weight", "down.bias"]);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Module: Send {
+    /// The layer's output for input `x` (lazy: nothing runs until a value is needed).
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
 
     /// Trainable parameters, by name.
@@ -39,6 +81,7 @@ pub fn named_tensors<M: Module + ?Sized>(m: &M) -> Vec<(String, Parameter)> {
     all
 }
 
+/// Number of trainable scalars in `m`.
 pub fn parameter_count<M: Module + ?Sized>(m: &M) -> usize {
     m.parameters()
         .iter()
@@ -55,11 +98,14 @@ fn weight_and_bias(weight: &Parameter, bias: &Option<Parameter>) -> Vec<(String,
 
 /// `y = x W^T + b`, weight stored `[out, in]`.
 pub struct Linear {
+    /// `[out, in]`.
     pub weight: Parameter,
+    /// `[out]`, if the layer has a bias.
     pub bias: Option<Parameter>,
 }
 
 impl Linear {
+    /// A layer from `inputs` to `outputs` features with `init` weights and zero bias.
     pub fn new(inputs: usize, outputs: usize, init: Init) -> Result<Linear> {
         Ok(Linear {
             weight: Parameter::new(init.tensor(&[outputs, inputs], inputs, outputs))?,
@@ -82,12 +128,16 @@ impl Module for Linear {
 
 /// 2-D convolution layer, weight `[out, in/groups, k, k]`.
 pub struct Conv2d {
+    /// `[out, in / groups, k, k]`.
     pub weight: Parameter,
+    /// `[out]`, if the layer has a bias.
     pub bias: Option<Parameter>,
+    /// Stride, padding, dilation and groups.
     pub opts: Conv2dOpts,
 }
 
 impl Conv2d {
+    /// A `kernel`x`kernel` convolution from `inputs` to `outputs` channels with `init` weights and zero bias.
     pub fn new(
         inputs: usize,
         outputs: usize,
@@ -146,13 +196,18 @@ impl Module for Conv2d {
 /// respect to its input: it upsamples by the stride), weight
 /// `[in, out/groups, k, k]`.
 pub struct ConvTranspose2d {
+    /// `[in, out / groups, k, k]`, as PyTorch stores it.
     pub weight: Parameter,
+    /// `[out]`, if the layer has a bias.
     pub bias: Option<Parameter>,
+    /// Stride, padding, dilation and groups of the convolution this one transposes.
     pub opts: Conv2dOpts,
+    /// Extra rows and columns on the bottom and right of the output.
     pub output_padding: (usize, usize),
 }
 
 impl ConvTranspose2d {
+    /// A transposed `kernel`x`kernel` convolution from `inputs` to `outputs` channels.
     pub fn new(
         inputs: usize,
         outputs: usize,
@@ -208,9 +263,13 @@ impl Module for ConvTranspose2d {
     }
 }
 
+/// Max pooling over `[n, c, h, w]`.
 pub struct MaxPool2d {
+    /// Window side.
     pub kernel: usize,
+    /// Step between windows.
     pub stride: usize,
+    /// Implicit padding on each side (never chosen as the maximum).
     pub padding: usize,
 }
 
@@ -251,6 +310,7 @@ impl Module for Flatten {
     }
 }
 
+/// `max(x, 0)`.
 pub struct ReLU;
 
 impl Module for ReLU {
@@ -268,6 +328,7 @@ impl Module for LeakyReLU {
     }
 }
 
+/// `tanh(x)`.
 pub struct Tanh;
 
 impl Module for Tanh {
@@ -276,6 +337,7 @@ impl Module for Tanh {
     }
 }
 
+/// `1 / (1 + exp(-x))`.
 pub struct Sigmoid;
 
 impl Module for Sigmoid {
@@ -284,12 +346,15 @@ impl Module for Sigmoid {
     }
 }
 
+/// Zeroes each element with probability `p` in training and scales the rest by `1 / (1 - p)`; the identity in evaluation.
 pub struct Dropout {
+    /// Probability of dropping an element.
     pub p: f32,
     training: bool,
 }
 
 impl Dropout {
+    /// Dropout with probability `p`.
     pub fn new(p: f32) -> Dropout {
         Dropout { p, training: true }
     }
@@ -307,16 +372,23 @@ impl Module for Dropout {
 /// Batch normalisation over `[n, c, h, w]` per channel. Training uses batch
 /// statistics and updates the running ones; evaluation uses the running ones.
 pub struct BatchNorm2d {
+    /// Scale `[c]`.
     pub weight: Parameter,
+    /// Shift `[c]`.
     pub bias: Parameter,
+    /// Running mean `[c]` (state, not trained).
     pub running_mean: Parameter,
+    /// Running variance `[c]` (state, not trained).
     pub running_var: Parameter,
+    /// Weight of each batch in the running statistics.
     pub momentum: f32,
+    /// Added to the variance before the square root.
     pub eps: f32,
     training: bool,
 }
 
 impl BatchNorm2d {
+    /// Batch norm over `channels` channels: weight 1, bias 0, momentum 0.1, eps 1e-5.
     pub fn new(channels: usize) -> Result<BatchNorm2d> {
         Ok(BatchNorm2d {
             weight: Parameter::new(Tensor::ones(&[channels]))?,
@@ -398,6 +470,7 @@ pub struct Sequential {
 }
 
 impl Sequential {
+    /// An empty sequence.
     pub fn new() -> Sequential {
         Sequential::default()
     }
@@ -408,10 +481,12 @@ impl Sequential {
         self
     }
 
+    /// Number of layers.
     pub fn len(&self) -> usize {
         self.layers.len()
     }
 
+    /// Whether there are no layers.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }

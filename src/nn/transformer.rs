@@ -19,6 +19,7 @@ pub(crate) fn prefixed(
 
 /// A table of `[vocab, dim]` vectors looked up by integer ids.
 pub struct Embedding {
+    /// `[vocab, dim]`.
     pub weight: Parameter,
 }
 
@@ -30,6 +31,7 @@ impl Embedding {
         })
     }
 
+    /// Number of ids.
     pub fn vocab(&self) -> usize {
         self.weight.shape()[0]
     }
@@ -49,12 +51,16 @@ impl Module for Embedding {
 /// Normalise the last axis to zero mean and unit variance, then scale and
 /// shift per feature (`weight`, `bias`).
 pub struct LayerNorm {
+    /// Scale `[dim]`.
     pub weight: Parameter,
+    /// Shift `[dim]`.
     pub bias: Parameter,
+    /// Added to the variance before the square root.
     pub eps: f32,
 }
 
 impl LayerNorm {
+    /// A layer norm over the last axis of width `dim`.
     pub fn new(dim: usize, eps: f32) -> Result<LayerNorm> {
         Ok(LayerNorm {
             weight: Parameter::new(Tensor::ones(&[dim]))?,
@@ -105,6 +111,7 @@ pub enum PositionEmbedding {
 }
 
 impl PositionEmbedding {
+    /// Learned positions: a `[max_len, dim]` table.
     pub fn learned(max_len: usize, dim: usize) -> Result<PositionEmbedding> {
         Ok(PositionEmbedding::Learned(Embedding::new(
             max_len, dim, 0.02,
@@ -127,6 +134,7 @@ impl PositionEmbedding {
         )?))
     }
 
+    /// The longest sequence it covers.
     pub fn max_len(&self) -> usize {
         match self {
             PositionEmbedding::Learned(e) => e.vocab(),
@@ -151,6 +159,7 @@ impl PositionEmbedding {
         }
     }
 
+    /// The learned table, if any.
     pub fn parameters(&self) -> Vec<(String, Parameter)> {
         match self {
             PositionEmbedding::Learned(e) => e.parameters(),
@@ -162,15 +171,22 @@ impl PositionEmbedding {
 /// Self-attention with `heads` heads of `dim / heads` features each on
 /// the fused attention op: query, key, value and output projections.
 pub struct MultiHeadAttention {
+    /// Input to queries.
     pub query: Linear,
+    /// Input to keys.
     pub key: Linear,
+    /// Input to values.
     pub value: Linear,
+    /// The heads' concatenation to the output.
     pub output: Linear,
+    /// Number of heads (`dim` divides by it).
     pub heads: usize,
+    /// Each position attends only to itself and earlier ones.
     pub causal: bool,
 }
 
 impl MultiHeadAttention {
+    /// Self-attention of width `dim` in `heads` heads.
     pub fn new(dim: usize, heads: usize) -> Result<MultiHeadAttention> {
         if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::param(
@@ -229,17 +245,25 @@ impl Module for MultiHeadAttention {
 /// norms after each residual sum (BERT, `norm_first = false`) or at the
 /// start of each block (pre-norm, steadier to train deep from scratch).
 pub struct TransformerEncoderLayer {
+    /// Self-attention.
     pub attention: MultiHeadAttention,
+    /// The norm around the attention block.
     pub norm1: LayerNorm,
+    /// Feed-forward: `dim` to the hidden width.
     pub ff1: Linear,
+    /// Feed-forward: back to `dim`.
     pub ff2: Linear,
+    /// The norm around the feed-forward block.
     pub norm2: LayerNorm,
+    /// Dropout probability in training.
     pub dropout: f32,
+    /// Pre-norm (normalise each block's input) instead of post-norm.
     pub norm_first: bool,
     training: bool,
 }
 
 impl TransformerEncoderLayer {
+    /// A layer of width `dim`, `heads` heads and a feed-forward block of `ff_dim`.
     pub fn new(
         dim: usize,
         heads: usize,

@@ -11,6 +11,7 @@ impl Tensor {
         Tensor::where_(&x.gt_scalar(0.0), &x, &zero).unwrap_or_else(|_| unreachable!("same shapes"))
     }
 
+    /// `x` where positive, else `slope * x`.
     pub fn leaky_relu(&self, slope: f32) -> Tensor {
         let x = self.to_f32();
         Tensor::where_(&x.gt_scalar(0.0), &x, &x.mul_scalar(slope))
@@ -48,6 +49,7 @@ impl Tensor {
         self.mul_scalar(0.5).tanh().add_scalar(1.0).mul_scalar(0.5)
     }
 
+    /// `x * sigmoid(x)` (swish).
     pub fn silu(&self) -> Tensor {
         let x = self.to_f32();
         x.mul(&x.sigmoid())

@@ -8,9 +8,13 @@ use crate::{DType, Error, Result, Tensor};
 /// padding, no dilation, one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dOpts {
+    /// Step between windows (rows, columns).
     pub stride: (usize, usize),
+    /// Zero padding on each side (rows, columns).
     pub padding: (usize, usize),
+    /// Spacing of the kernel's taps (rows, columns).
     pub dilation: (usize, usize),
+    /// Channel groups (1: a full convolution).
     pub groups: usize,
 }
 
@@ -26,18 +30,22 @@ impl Default for Conv2dOpts {
 }
 
 impl Conv2dOpts {
+    /// The same stride on both axes.
     pub fn stride(mut self, s: usize) -> Self {
         self.stride = (s, s);
         self
     }
+    /// The same padding on both axes.
     pub fn padding(mut self, p: usize) -> Self {
         self.padding = (p, p);
         self
     }
+    /// The same dilation on both axes.
     pub fn dilation(mut self, d: usize) -> Self {
         self.dilation = (d, d);
         self
     }
+    /// `g` channel groups.
     pub fn groups(mut self, g: usize) -> Self {
         self.groups = g;
         self

@@ -68,10 +68,12 @@ impl Tensor {
         Tensor::full_on(self.shape(), v, *self.device())
     }
 
+    /// `self + other`, broadcasting.
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Add, other, "add")
     }
 
+    /// `self - other`, broadcasting.
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let neg = match other.dtype() {
             DType::F32 => other.neg(),
@@ -80,10 +82,12 @@ impl Tensor {
         self.binary(BinaryOp::Add, &neg, "sub")
     }
 
+    /// `self * other`, broadcasting.
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Mul, other, "mul")
     }
 
+    /// `self / other`, broadcasting.
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::ensure_f32("div", self)?;
         crate::ops::ensure_f32("div", other)?;
@@ -96,10 +100,12 @@ impl Tensor {
         self.binary(BinaryOp::Pow, exponent, "pow")
     }
 
+    /// The larger of each pair, broadcasting.
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::Max, other, "maximum")
     }
 
+    /// The smaller of each pair, broadcasting.
     pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::ensure_f32("minimum", self)?;
         Ok(self.neg().maximum(&other.to_f32().neg())?.neg())
@@ -107,24 +113,29 @@ impl Tensor {
 
     // ---- scalars: cannot fail; i32 tensors are promoted to f32.
 
+    /// `self + v`.
     pub fn add_scalar(&self, v: f32) -> Tensor {
         let x = self.to_f32();
         x.binary_same(BinaryOp::Add, &x.scalar_like(v))
     }
 
+    /// `self - v`.
     pub fn sub_scalar(&self, v: f32) -> Tensor {
         self.add_scalar(-v)
     }
 
+    /// `self * v`.
     pub fn mul_scalar(&self, v: f32) -> Tensor {
         let x = self.to_f32();
         x.binary_same(BinaryOp::Mul, &x.scalar_like(v))
     }
 
+    /// `self / v`.
     pub fn div_scalar(&self, v: f32) -> Tensor {
         self.mul_scalar(1.0 / v)
     }
 
+    /// `self ^ e`.
     pub fn pow_scalar(&self, e: f32) -> Tensor {
         let x = self.to_f32();
         if e == 2.0 {
@@ -133,11 +144,13 @@ impl Tensor {
         x.binary_same(BinaryOp::Pow, &x.scalar_like(e))
     }
 
+    /// `max(self, v)`.
     pub fn maximum_scalar(&self, v: f32) -> Tensor {
         let x = self.to_f32();
         x.binary_same(BinaryOp::Max, &x.scalar_like(v))
     }
 
+    /// `min(self, v)`.
     pub fn minimum_scalar(&self, v: f32) -> Tensor {
         self.neg().maximum_scalar(-v).neg()
     }
@@ -149,30 +162,37 @@ impl Tensor {
 
     // ---- comparisons: f32 masks of 0.0 / 1.0, no gradient.
 
+    /// 1.0 where `self < other`, else 0.0 (no gradient).
     pub fn lt(&self, other: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::CmpLt, other, "lt")
     }
 
+    /// 1.0 where `self > other`, else 0.0.
     pub fn gt(&self, other: &Tensor) -> Result<Tensor> {
         other.binary(BinaryOp::CmpLt, self, "gt")
     }
 
+    /// 1.0 where `self <= other`, else 0.0.
     pub fn le(&self, other: &Tensor) -> Result<Tensor> {
         Ok(self.gt(other)?.rsub_scalar(1.0))
     }
 
+    /// 1.0 where `self >= other`, else 0.0.
     pub fn ge(&self, other: &Tensor) -> Result<Tensor> {
         Ok(self.lt(other)?.rsub_scalar(1.0))
     }
 
+    /// 1.0 where `self == other`, else 0.0.
     pub fn eq(&self, other: &Tensor) -> Result<Tensor> {
         self.binary(BinaryOp::CmpEq, other, "eq")
     }
 
+    /// 1.0 where `self != other`, else 0.0.
     pub fn ne(&self, other: &Tensor) -> Result<Tensor> {
         Ok(self.eq(other)?.rsub_scalar(1.0))
     }
 
+    /// 1.0 where `self < v`, else 0.0.
     pub fn lt_scalar(&self, v: f32) -> Tensor {
         let x = self.to_f32();
         Tensor::from_op(
@@ -183,6 +203,7 @@ impl Tensor {
         )
     }
 
+    /// 1.0 where `self > v`, else 0.0.
     pub fn gt_scalar(&self, v: f32) -> Tensor {
         let x = self.to_f32();
         Tensor::from_op(
@@ -230,33 +251,43 @@ impl Tensor {
 
     // ---- pointwise math (i32 inputs are promoted to f32)
 
+    /// `-self`.
     pub fn neg(&self) -> Tensor {
         self.unary(UnaryOp::Neg)
     }
+    /// `e^self`.
     pub fn exp(&self) -> Tensor {
         self.unary(UnaryOp::Exp)
     }
+    /// Natural logarithm.
     pub fn log(&self) -> Tensor {
         self.unary(UnaryOp::Log)
     }
+    /// Square root.
     pub fn sqrt(&self) -> Tensor {
         self.unary(UnaryOp::Sqrt)
     }
+    /// `1 / self`.
     pub fn recip(&self) -> Tensor {
         self.unary(UnaryOp::Recip)
     }
+    /// Sine.
     pub fn sin(&self) -> Tensor {
         self.unary(UnaryOp::Sin)
     }
+    /// Cosine.
     pub fn cos(&self) -> Tensor {
         self.add_scalar(std::f32::consts::FRAC_PI_2).sin()
     }
+    /// Hyperbolic tangent.
     pub fn tanh(&self) -> Tensor {
         self.unary(UnaryOp::Tanh)
     }
+    /// The error function.
     pub fn erf(&self) -> Tensor {
         self.unary(UnaryOp::Erf)
     }
+    /// `self * self`.
     pub fn square(&self) -> Tensor {
         self.pow_scalar(2.0)
     }

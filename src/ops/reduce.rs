@@ -62,6 +62,7 @@ impl Tensor {
         self.reduce(ReduceOp::Sum, &axes, false)
     }
 
+    /// Mean over `axes` (negative counts from the end), keeping them as size 1 if `keepdim`.
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         let ax = Tensor::reduce_axes("mean", self, axes)?;
         let count: usize = ax.iter().map(|&a| self.shape()[a]).product();
@@ -71,6 +72,7 @@ impl Tensor {
             .div_scalar(count as f32))
     }
 
+    /// Mean of all elements, as a scalar tensor.
     pub fn mean_all(&self) -> Tensor {
         self.to_f32().sum_all().div_scalar(self.numel() as f32)
     }
@@ -81,10 +83,12 @@ impl Tensor {
         Ok(self.reduce(ReduceOp::Max, &axes, keepdim))
     }
 
+    /// Minimum over `axes`, keeping them as size 1 if `keepdim`.
     pub fn min(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         Ok(self.to_f32().neg().max(axes, keepdim)?.neg())
     }
 
+    /// Maximum of all elements, as a scalar tensor.
     pub fn max_all(&self) -> Tensor {
         let axes: Vec<usize> = (0..self.rank()).collect();
         self.reduce(ReduceOp::Max, &axes, false)
@@ -112,6 +116,7 @@ impl Tensor {
         Ok(best.rsub_scalar(n as f32).cast(DType::I32))
     }
 
+    /// Index of the minimum along `axis` (i32).
     pub fn argmin(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
         self.to_f32().neg().argmax(axis, keepdim)
     }

@@ -116,6 +116,7 @@ impl Parameter {
         Ok(())
     }
 
+    /// Whether the optimizer updates it (false for running statistics).
     pub fn requires_grad(&self) -> bool {
         self.lock().requires_grad()
     }
@@ -152,6 +153,7 @@ impl Parameter {
         Ok(())
     }
 
+    /// The current value's shape.
     pub fn shape(&self) -> Vec<usize> {
         self.lock().shape().to_vec()
     }
@@ -159,13 +161,16 @@ impl Parameter {
 
 /// One optimization step for the loss; returns the loss value.
 pub trait Optimizer {
+    /// One step: gradients of `loss`, the update, realized together; returns the loss value.
     fn step(&mut self, loss: &Tensor) -> Result<f32> {
         self.step_with(loss, &[])
     }
     /// A step that also realizes `extra` (metrics such as accuracy) in the
     /// same schedule.
     fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32>;
+    /// The current learning rate.
     fn learning_rate(&self) -> f32;
+    /// Set the learning rate (schedules call this between steps).
     fn set_learning_rate(&mut self, lr: f32);
     /// Internal state by name (`optim.*`), for checkpoints.
     fn state_tensors(&self) -> Vec<(String, Tensor)>;
@@ -266,9 +271,13 @@ pub fn realize_pending(extra: &[Tensor]) -> Result<()> {
 /// decay (added to the gradient). `momentum = 0` is plain gradient descent.
 pub struct Sgd {
     params: Vec<Parameter>,
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum (0: none).
     pub momentum: f32,
+    /// Nesterov momentum.
     pub nesterov: bool,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f32,
     /// One kernel per parameter for the update (default), or the same
     /// arithmetic as separate elementwise ops.
@@ -277,6 +286,7 @@ pub struct Sgd {
 }
 
 impl Sgd {
+    /// Plain gradient descent on `params` at learning rate `lr`.
     pub fn new(params: Vec<Parameter>, lr: f32) -> Sgd {
         let velocity = params.iter().map(|p| p.get().zeros_like()).collect();
         Sgd {
@@ -297,12 +307,14 @@ impl Sgd {
         self
     }
 
+    /// With momentum (0.9 is usual), Nesterov's if `nesterov`.
     pub fn momentum(mut self, momentum: f32, nesterov: bool) -> Sgd {
         self.momentum = momentum;
         self.nesterov = nesterov;
         self
     }
 
+    /// With an L2 penalty of `wd` added to the gradient.
     pub fn weight_decay(mut self, wd: f32) -> Sgd {
         self.weight_decay = wd;
         self
@@ -365,12 +377,40 @@ impl Optimizer for Sgd {
 
 /// Adam (Kingma & Ba) with Keras' defaults (beta1 0.9, beta2 0.999, eps 1e-7);
 /// `weight_decay` is decoupled (AdamW) when nonzero.
+///
+/// One step realizes the loss, the gradients and every update together:
+///
+/// ```
+/// use shadergrad::nn::{Init, Linear, Module};
+/// use shadergrad::{Adam, Optimizer, Tensor};
+///
+/// # fn main() -> shadergrad::Result<()> {
+/// // Fit y = 2x + 1 with one linear layer.
+/// let layer = Linear::new(1, 1, Init::GlorotUniform)?;
+/// let params = layer.parameters().into_iter().map(|(_, p)| p).collect();
+/// let mut opt = Adam::new(params, 0.1);
+/// let x = Tensor::from_slice(&[0.0, 1.0, 2.0, 3.0], &[4, 1])?;
+/// let y = Tensor::from_slice(&[1.0, 3.0, 5.0, 7.0], &[4, 1])?;
+/// let mut loss = f32::MAX;
+/// for _ in 0..300 {
+///     let err = layer.forward(&x)?.sub(&y)?;
+///     loss = opt.step(&err.square().mean_all())?;
+/// }
+/// assert!(loss < 1e-2, "loss {loss}");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Adam {
     params: Vec<Parameter>,
+    /// Learning rate.
     pub lr: f32,
+    /// Decay of the first-moment average (0.9).
     pub beta1: f32,
+    /// Decay of the second-moment average (0.999).
     pub beta2: f32,
+    /// Added to the root of the second moment (1e-7, Keras' default).
     pub eps: f32,
+    /// Decoupled weight decay (AdamW); 0 for Adam.
     pub weight_decay: f32,
     /// One kernel per parameter for the update (default), or the same
     /// arithmetic as separate elementwise ops.
@@ -381,6 +421,7 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// Adam on `params` at learning rate `lr`, betas (0.9, 0.999), eps 1e-7.
     pub fn new(params: Vec<Parameter>, lr: f32) -> Adam {
         let zeros = |p: &Parameter| p.get().zeros_like();
         Adam {
@@ -417,6 +458,7 @@ impl Adam {
         self
     }
 
+    /// With `eps` instead of 1e-7.
     pub fn eps(mut self, eps: f32) -> Adam {
         self.eps = eps;
         self

@@ -7,24 +7,30 @@ use crate::{Error, Result, Tensor};
 /// and the total number of steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LrSchedule {
+    /// The base rate throughout.
     Constant,
     /// Multiply by `gamma` every `every` steps.
     Step {
+        /// Steps between reductions.
         every: usize,
+        /// Factor of each reduction.
         gamma: f32,
     },
     /// Cosine from the base rate down to `min_lr` over all steps.
     Cosine {
+        /// The rate at the last step.
         min_lr: f32,
     },
     /// Smith's one-cycle: warm up linearly from base/25 to base over
     /// `warmup` of the steps, then cosine down to base/1e4.
     OneCycle {
+        /// Share of the steps spent warming up (0 to 1).
         warmup: f32,
     },
 }
 
 impl LrSchedule {
+    /// `constant`, `step` (x0.1 every 30% of the run), `cosine` or `one-cycle`.
     pub fn parse(s: &str, steps_per_epoch: usize) -> Result<LrSchedule> {
         Ok(match s {
             "constant" => LrSchedule::Constant,
@@ -43,6 +49,7 @@ impl LrSchedule {
         })
     }
 
+    /// The rate at 0-based `step` of `total`, from the base rate `base`.
     pub fn lr_at(&self, base: f32, step: usize, total: usize) -> f32 {
         let frac = if total == 0 {
             0.0

@@ -28,14 +28,23 @@ pub struct GanConfig {
     pub kind: String,
     /// DCGAN's width (64 in the paper), or the ring MLPs' hidden units.
     pub width: usize,
+    /// Length of the generator's latent vector.
     pub latent: usize,
+    /// Training steps (one D update and one G update each).
     pub steps: usize,
+    /// Images per batch.
     pub batch_size: usize,
+    /// Adam's learning rate, for both networks.
     pub lr: f32,
+    /// Adam's beta1 (0.5 for DCGAN).
     pub beta1: f32,
+    /// Adam's beta2.
     pub beta2: f32,
+    /// Seed of the latent vectors, data order and weights.
     pub seed: u64,
+    /// Folder for the checkpoint, metrics and sample grids.
     pub out: PathBuf,
+    /// Continue from this checkpoint.
     pub resume: Option<PathBuf>,
     /// Steps between sample grids (0: none).
     pub sample_every: usize,
@@ -168,8 +177,11 @@ impl RealData {
 /// One step's figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GanStep {
+    /// The step number, from 1.
     pub step: usize,
+    /// The discriminator's loss.
     pub d_loss: f32,
+    /// The generator's loss.
     pub g_loss: f32,
     /// Mean D(x) on the real batch (probability "real").
     pub d_real: f32,
@@ -180,8 +192,11 @@ pub struct GanStep {
 /// A row of metrics.csv: `GanStep` figures averaged over `log_every` steps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GanLogRow {
+    /// The figures, averaged.
     pub mean: GanStep,
+    /// Steps per second over the interval.
     pub steps_per_sec: f32,
+    /// Seconds since the run started.
     pub seconds: f32,
 }
 
@@ -229,12 +244,15 @@ pub fn parse_log_csv(text: &str) -> Vec<GanLogRow> {
 
 /// Hooks the caller provides (progress display, plots, interruption).
 pub trait GanObserver {
+    /// Before the first step: the steps in all, and how many are done (on resume).
     fn start(&mut self, _steps: usize, _done: usize) {}
+    /// After every step.
     fn step(&mut self, _s: &GanStep, _steps_per_sec: f32) {}
     /// After each metrics row is written.
     fn logged(&mut self, _rows: &[GanLogRow]) -> Result<()> {
         Ok(())
     }
+    /// A line to show the user.
     fn message(&mut self, _msg: &str) {}
     /// Checked after every step: true saves a checkpoint and stops.
     fn should_stop(&self) -> bool {
@@ -247,11 +265,17 @@ pub struct QuietGan;
 impl GanObserver for QuietGan {}
 
 #[derive(Clone, Debug)]
+/// What a GAN run did.
 pub struct GanSummary {
+    /// Steps done in all (resumed ones included).
     pub steps: usize,
+    /// Every metrics row.
     pub log: Vec<GanLogRow>,
+    /// The last step's figures.
     pub last: GanStep,
+    /// Whether it stopped before the last step (interrupted or diverged).
     pub stopped_early: bool,
+    /// The latest checkpoint.
     pub checkpoint: PathBuf,
     /// Training steps per second over this run's steps.
     pub steps_per_sec: f32,

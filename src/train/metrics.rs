@@ -5,6 +5,7 @@
 /// (when the run evaluates) on the test set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochMetrics {
+    /// The epoch number, from 1.
     pub epoch: usize,
     /// `("loss", mean)` first, then the objective's metrics, per example.
     pub train: Vec<(String, f32)>,
@@ -14,6 +15,7 @@ pub struct EpochMetrics {
     pub examples_per_sec: f32,
     /// Training seconds of the epoch (evaluation excluded).
     pub seconds: f32,
+    /// The learning rate at the epoch's end.
     pub lr: f32,
 }
 
@@ -34,18 +36,22 @@ impl EpochMetrics {
         lookup(&self.test, name)
     }
 
+    /// Mean training loss.
     pub fn train_loss(&self) -> f32 {
         self.train_metric("loss")
     }
 
+    /// Mean loss on the evaluation set (NaN without one).
     pub fn test_loss(&self) -> f32 {
         self.test_metric("loss")
     }
 
+    /// Training accuracy (NaN if the objective has none).
     pub fn train_accuracy(&self) -> f32 {
         self.train_metric("accuracy")
     }
 
+    /// Accuracy on the evaluation set (NaN without one).
     pub fn test_accuracy(&self) -> f32 {
         self.test_metric("accuracy")
     }

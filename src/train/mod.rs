@@ -28,20 +28,25 @@ pub use metrics::{metrics_csv, parse_metrics_csv, EpochMetrics};
 /// How one epoch's batches are drawn.
 #[derive(Clone, Copy, Debug)]
 pub struct EpochPlan {
+    /// The epoch number, from 0.
     pub epoch: u64,
     /// The first batch (to resume mid-epoch).
     pub start: usize,
+    /// Examples per batch.
     pub batch_size: usize,
     /// Shuffle by (seed, epoch); evaluation reads in order.
     pub shuffle: bool,
+    /// Seed of the shuffle.
     pub seed: u64,
 }
 
 /// Where batches come from.
 pub trait DataSource: Sync {
+    /// What one batch is.
     type Batch;
     /// Examples per epoch.
     fn len(&self) -> usize;
+    /// Whether there are no examples.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -71,26 +76,38 @@ pub struct StepOutput {
 pub trait Objective<M: ?Sized, B> {
     /// Names of the metrics `forward` returns ("accuracy").
     fn metrics(&self) -> Vec<&'static str>;
+    /// The batch's loss and summed metrics, lazily.
     fn forward(&self, model: &M, batch: &B) -> Result<StepOutput>;
 }
 
 #[derive(Clone, Debug)]
+/// Everything a run of [`fit`] is told.
 pub struct TrainConfig {
+    /// The model's name (checked on resume).
     pub model: String,
+    /// Epochs in all (resumed ones included).
     pub epochs: usize,
+    /// Examples per batch.
     pub batch_size: usize,
+    /// Base learning rate.
     pub lr: f32,
     /// "adam", "adamw", "sgd" (momentum 0.9, Nesterov) or "gd" (plain).
     pub optimizer: String,
+    /// `constant`, `step`, `cosine` or `one-cycle`.
     pub schedule: String,
+    /// Weight decay: decoupled for AdamW, L2 for the others.
     pub weight_decay: f32,
     /// For classification (`classify::train`).
     pub label_smoothing: f32,
     /// For image data (`classify::train`).
     pub augment: Augment,
+    /// Seed of the data order, augmentation and dropout.
     pub seed: u64,
+    /// Folder for checkpoint.safetensors, metrics.csv and metrics.png.
     pub out: PathBuf,
+    /// Continue from this checkpoint.
     pub resume: Option<PathBuf>,
+    /// Examples per evaluation batch.
     pub eval_batch: usize,
     /// Written into every checkpoint besides the loop's own entries (what
     /// it takes to rebuild the model: a text model's tokenizer, say).
@@ -122,13 +139,17 @@ impl TrainConfig {
 
 /// Progress of one step, for progress bars.
 pub struct StepInfo {
+    /// The epoch, from 1.
     pub epoch: usize,
+    /// Batches done this epoch.
     pub batch: usize,
+    /// Batches in the epoch.
     pub batches: usize,
     /// Mean loss of the epoch so far.
     pub loss: f32,
     /// Each metric per example over the epoch so far.
     pub metrics: Vec<(&'static str, f32)>,
+    /// Training examples per second this epoch.
     pub examples_per_sec: f32,
 }
 
@@ -144,12 +165,15 @@ impl StepInfo {
 
 /// Hooks the caller provides (progress display, plots, interruption).
 pub trait Observer {
+    /// Before each epoch: its number, the epoch count, its batches and how many are done (on resume).
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize, _done: usize) {}
+    /// After every step.
     fn step(&mut self, _info: &StepInfo) {}
     /// After each epoch, once its checkpoint and metrics.csv are written.
     fn epoch_end(&mut self, _history: &[EpochMetrics]) -> Result<()> {
         Ok(())
     }
+    /// A line to show the user.
     fn message(&mut self, _msg: &str) {}
     /// Checked after every step: true saves a checkpoint and stops.
     fn should_stop(&self) -> bool {
@@ -162,15 +186,21 @@ pub struct Quiet;
 impl Observer for Quiet {}
 
 #[derive(Clone, Debug)]
+/// What a run did.
 pub struct TrainSummary {
+    /// Each epoch's figures (resumed ones included).
     pub history: Vec<EpochMetrics>,
+    /// Whether it stopped before the last epoch (interrupted or diverged).
     pub stopped_early: bool,
+    /// The latest checkpoint.
     pub checkpoint: PathBuf,
+    /// Training seconds of this run.
     pub seconds: f32,
     /// Training examples per second over the run's epochs.
     pub examples_per_sec: f32,
 }
 
+/// The optimizer `cfg` names, over `model`'s parameters.
 pub fn make_optimizer<M: Module + ?Sized>(
     cfg: &TrainConfig,
     model: &M,
@@ -267,6 +297,7 @@ fn meta_get<T: std::str::FromStr>(
     })
 }
 
+/// Where [`fit`] keeps its checkpoint in `out`.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("checkpoint.safetensors")
 }
@@ -284,6 +315,40 @@ fn write_metrics(out: &Path, history: &[EpochMetrics], unit: &str) -> Result<()>
 
 /// Train `model` on `train` for `cfg.epochs`, minimising `objective`, and
 /// evaluate it on `eval` after each epoch.
+///
+/// After every epoch the checkpoint (`cfg.out/checkpoint.safetensors`,
+/// written atomically), `metrics.csv` and the observer's `epoch_end` run;
+/// `cfg.resume` continues a run exactly where its checkpoint left it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use shadergrad::data::{Augment, ImageDataset};
+/// use shadergrad::train::{fit, Classification, ImageSource, Quiet, TrainConfig};
+///
+/// # fn main() -> shadergrad::Result<()> {
+/// // 64 tiny 18x18 images: class 1 is bright, class 0 dark.
+/// let side = 18 * 18 * 3;
+/// let labels: Vec<u8> = (0..64).map(|i| (i % 2) as u8).collect();
+/// let images = labels.iter().flat_map(|&l| vec![if l == 1 { 220 } else { 30 }; side]).collect();
+/// let data = Arc::new(ImageDataset { images, labels, channels: 3, height: 18, width: 18 });
+///
+/// let out = std::env::temp_dir().join(format!("sg-doc-fit-{}", std::process::id()));
+/// let mut cfg = TrainConfig::seed_cnn(out.clone());
+/// cfg.epochs = 3;
+/// cfg.batch_size = 16;
+/// cfg.lr = 1e-2;
+/// shadergrad::manual_seed(0);
+/// let mut model = shadergrad::models::build_for("seed-cnn", (18, 18), 2)?;
+/// let source = ImageSource::new(data.clone(), Augment::default());
+/// let objective = Classification { label_smoothing: 0.0 };
+/// let summary = fit(&cfg, &mut model, &source, Some(&source), &objective, &mut Quiet)?;
+/// assert_eq!(summary.history.len(), 3);
+/// assert!(summary.history[2].test_accuracy() > 0.9);
+/// assert!(out.join("checkpoint.safetensors").exists());
+/// # std::fs::remove_dir_all(&out).ok();
+/// # Ok(())
+/// # }
+/// ```
 pub fn fit<M, D, O>(
     cfg: &TrainConfig,
     model: &mut M,

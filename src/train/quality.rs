@@ -29,6 +29,7 @@ pub struct FeatureNet {
     net: Sequential,
     /// The layer whose output is the feature vector.
     layer: &'static str,
+    /// Which checkpoint and layer the features come from.
     pub name: String,
 }
 
@@ -106,15 +107,22 @@ impl FeatureNet {
 /// The three figures of one image set against a reference set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scores {
+    /// Images scored.
     pub images: usize,
+    /// Frechet classifier distance (lower is better).
     pub fcd: f64,
+    /// Kernel classifier distance (unbiased MMD^2, lower is better).
     pub kcd: f64,
+    /// Standard deviation of KCD over subsets.
     pub kcd_std: f64,
+    /// Classifier score: exp(E KL(p(y|x) || p(y))), higher is better.
     pub cs: f64,
+    /// Standard deviation of CS over splits.
     pub cs_std: f64,
 }
 
 impl Scores {
+    /// One JSON object of the figures.
     pub fn json(&self) -> String {
         format!(
             "{{\"images\": {}, \"fcd\": {:.4}, \"kcd\": {:.5}, \"kcd_std\": {:.5}, \"cs\": {:.4}, \"cs_std\": {:.4}}}",

@@ -11,13 +11,16 @@ use crate::Result;
 
 /// Token ids of labelled sentences.
 pub struct TextSource {
+    /// Each sentence's token ids.
     pub encoded: Vec<Vec<i32>>,
+    /// One class label per sentence.
     pub labels: Vec<i32>,
     /// Batches sorted by length within windows of this many batches.
     pub bucket_window: usize,
 }
 
 impl TextSource {
+    /// A source over encoded sentences and their labels.
     pub fn new(encoded: Vec<Vec<i32>>, labels: Vec<i32>) -> TextSource {
         TextSource {
             encoded,
@@ -77,6 +80,7 @@ impl DataSource for TextSource {
 /// Cross-entropy over a text model's logits, and the number of correct
 /// predictions as "accuracy".
 pub struct TextClassification {
+    /// Weight of the uniform distribution mixed into the targets (0: none).
     pub label_smoothing: f32,
 }
 
