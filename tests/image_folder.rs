@@ -213,6 +213,25 @@ fn broken_inputs_are_named() {
     }
     let whole = load_uncached(&archive, &o).expect("archive reads");
     assert_eq!(whole.classes, ["a", "b"]);
+    // An empty class folder inside an archive is named too.
+    std::fs::create_dir_all(tree.join("photos/c")).expect("dir");
+    let with_empty = tree.join("with-empty.tar.gz");
+    {
+        let file = std::fs::File::create(&with_empty).expect("archive");
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ));
+        tar.append_dir_all("photos", tree.join("photos"))
+            .expect("tar");
+        tar.into_inner().expect("tar").finish().expect("gz");
+    }
+    let msg = load_uncached(&with_empty, &o).unwrap_err().to_string();
+    assert!(
+        msg.contains("photos/c/ in") && msg.contains("no .jpg"),
+        "{msg}"
+    );
+    std::fs::remove_dir(tree.join("photos/c")).expect("rmdir");
     let bytes = std::fs::read(&archive).expect("read");
     let cut = tree.join("cut.tar.gz");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");

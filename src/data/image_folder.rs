@@ -313,7 +313,7 @@ pub fn load_uncached(path: &Path, opts: &FolderOptions) -> Result<ImageFolder> {
     let (entries, empty_classes) = if path.is_dir() {
         scan_dir(path)?
     } else if path.is_file() {
-        (scan_archive(path)?, vec![])
+        scan_archive(path)?
     } else {
         return Err(io_err(
             path,
@@ -403,7 +403,9 @@ fn assign_splits(found: Vec<(Option<Split>, Entry)>) -> Vec<Entry> {
         .collect()
 }
 
-fn scan_archive(path: &Path) -> Result<Vec<Entry>> {
+/// Every image file in the archive at `path` (and the class folders that
+/// hold none, as `folder in archive`).
+fn scan_archive(path: &Path) -> Result<(Vec<Entry>, Vec<PathBuf>)> {
     let file = fs::File::open(path).map_err(|e| io_err(path, e))?;
     let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
     let mut archive = tar::Archive::new(gz);
@@ -414,11 +416,11 @@ fn scan_archive(path: &Path) -> Result<Vec<Entry>> {
         )
     };
     let mut found = Vec::new();
+    // Folder entries, and every folder something (a file or folder) sits in:
+    // a folder that nothing sits in is empty.
+    let (mut folders, mut parents) = (BTreeSet::new(), BTreeSet::new());
     for entry in archive.entries().map_err(|e| corrupt(e, ""))? {
         let mut entry = entry.map_err(|e| corrupt(e, ""))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
         let name = entry
             .path()
             .map_err(|e| corrupt(e, ""))?
@@ -428,7 +430,17 @@ fn scan_archive(path: &Path) -> Result<Vec<Entry>> {
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
-        if parts.iter().any(|p| p.starts_with('.')) || !is_image_name(&name) {
+        if parts.iter().any(|p| p.starts_with('.')) {
+            continue;
+        }
+        for depth in 1..parts.len() {
+            parents.insert(parts[..depth].join("/"));
+        }
+        if entry.header().entry_type().is_dir() {
+            folders.insert(parts.join("/"));
+            continue;
+        }
+        if !entry.header().entry_type().is_file() || !is_image_name(&name) {
             continue;
         }
         let Some((split, class)) = place(&parts) else {
@@ -449,7 +461,13 @@ fn scan_archive(path: &Path) -> Result<Vec<Entry>> {
             },
         ));
     }
-    Ok(assign_splits(found))
+    let empty = folders
+        .iter()
+        .filter(|f| !parents.contains(*f))
+        .filter(|f| f.rsplit('/').next().and_then(Split::of_folder).is_none())
+        .map(|f| PathBuf::from(format!("{f}/ in {}", path.display())))
+        .collect();
+    Ok((assign_splits(found), empty))
 }
 
 fn build(root: &Path, entries: Vec<Entry>, opts: &FolderOptions) -> Result<ImageFolder> {
