@@ -327,6 +327,22 @@ fn bad_inputs_are_named() {
     let other = fresh("bad-other");
     write_tree(&other, 2, 9);
     std::fs::rename(other.join("checks"), other.join("circles")).expect("rename");
+    // ... or resumed on them, or at another size.
+    let keep = fresh("bad-keep");
+    std::fs::copy(&ck, keep.join("ck.safetensors")).expect("copy");
+    let kept = keep.join("ck.safetensors");
+    let kept_s = kept.to_str().expect("utf-8");
+    let other_s = other.to_str().expect("utf-8");
+    let err = stderr_of_failure(&train(&["--resume", kept_s], other_s));
+    assert!(
+        err.contains("circles") && err.contains("was trained with classes"),
+        "{err}"
+    );
+    let err = stderr_of_failure(&train(&["--resume", kept_s, "--size", "20x20"], data_s));
+    assert!(
+        err.contains("--size 24x24") && err.contains("--size 20x20"),
+        "{err}"
+    );
     let err = stderr_of_failure(&run(&[
         "eval",
         "images",

@@ -161,6 +161,9 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
         fit,
         classes: classes.clone(),
     };
+    if let Some(path) = &a.train.resume {
+        check_resume(path, &pipeline)?;
+    }
     let cfg = a.train.config(a.out.clone(), pipeline.to_metadata());
     shadergrad::manual_seed(cfg.seed);
     let mut model = pipeline.build()?;
@@ -196,6 +199,35 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
     )?;
     if a.train.json {
         print_summary_json(&cfg, device, &summary);
+    }
+    Ok(())
+}
+
+/// A run resumes only on the data it started with: the same classes in the
+/// same order, the same input size and fit (the weights would load, and
+/// mean something else, if only the class names differed).
+fn check_resume(path: &Path, now: &ImagePipeline) -> Result<()> {
+    let ck = shadergrad::io::checkpoint::load(path)?;
+    let then = ImagePipeline::from_metadata(&ck.metadata, path)?;
+    let mismatch = |what: &str, was: String, is: String| {
+        Error::Io {
+        path: path.display().to_string(),
+        msg: format!(
+            "was trained with {what} {was}, but this run has {is}; resume on the same data and flags, or start a new run (another --out)"
+        ),
+    }
+    };
+    if then.classes != now.classes {
+        return Err(mismatch(
+            "classes",
+            then.classes.join(", "),
+            now.classes.join(", "),
+        ));
+    }
+    if (then.size, then.fit) != (now.size, now.fit) {
+        let show =
+            |p: &ImagePipeline| format!("--size {}x{} --fit {}", p.size.0, p.size.1, p.fit.name());
+        return Err(mismatch("input", show(&then), show(now)));
     }
     Ok(())
 }
