@@ -193,6 +193,15 @@ fn cache_returns_the_same_and_notices_changes() -> shadergrad::Result<()> {
     Ok(())
 }
 
+/// Pack `dir` as `photos/...` into the .tar.gz `archive`.
+fn tar_gz(dir: &Path, archive: &Path) {
+    let file = std::fs::File::create(archive).expect("archive");
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all("photos", dir).expect("tar");
+    tar.into_inner().expect("tar").finish().expect("gz");
+}
+
 #[test]
 fn broken_inputs_are_named() {
     let o = opts(8, 8, Fit::Crop);
@@ -201,31 +210,13 @@ fn broken_inputs_are_named() {
     write(&tree.join("photos/a/1.png"), &banded(8, 8, 0, 8));
     write(&tree.join("photos/b/1.png"), &banded(8, 8, 0, 0));
     let archive = tree.join("photos.tar.gz");
-    {
-        let file = std::fs::File::create(&archive).expect("archive");
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-            file,
-            flate2::Compression::fast(),
-        ));
-        tar.append_dir_all("photos", tree.join("photos"))
-            .expect("tar");
-        tar.into_inner().expect("tar").finish().expect("gz");
-    }
+    tar_gz(&tree.join("photos"), &archive);
     let whole = load_uncached(&archive, &o).expect("archive reads");
     assert_eq!(whole.classes, ["a", "b"]);
     // An empty class folder inside an archive is named too.
     std::fs::create_dir_all(tree.join("photos/c")).expect("dir");
     let with_empty = tree.join("with-empty.tar.gz");
-    {
-        let file = std::fs::File::create(&with_empty).expect("archive");
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-            file,
-            flate2::Compression::fast(),
-        ));
-        tar.append_dir_all("photos", tree.join("photos"))
-            .expect("tar");
-        tar.into_inner().expect("tar").finish().expect("gz");
-    }
+    tar_gz(&tree.join("photos"), &with_empty);
     let msg = load_uncached(&with_empty, &o).unwrap_err().to_string();
     assert!(
         msg.contains("photos/c/ in") && msg.contains("no .jpg"),

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{stderr_of_failure, stdout_of};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -22,22 +24,6 @@ fn run_on(device: &str, args: &[&str]) -> Output {
 
 fn run(args: &[&str]) -> Output {
     run_on("cpu", args)
-}
-
-fn stdout_of(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "shadergrad failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr_of_failure(o: &Output) -> String {
-    assert!(!o.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -447,18 +433,7 @@ fn predict_reads_cifar10_checkpoints() {
         a.to_str().expect("utf-8"),
         b.to_str().expect("utf-8"),
     ]));
-    let cifar = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
+    let cifar = shadergrad::data::cifar10::CLASSES;
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))

@@ -2,6 +2,9 @@
 //! SST-2 folder, `--resume`, `classify` on its checkpoint, `embed` with
 //! MiniLM, and their bad-input errors.
 
+mod common;
+
+use common::{stderr_of_failure, stdout_of};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,22 +14,6 @@ fn run(args: &[&str]) -> Output {
         .env("SHADERGRAD_DEVICE", "cpu")
         .output()
         .expect("run shadergrad")
-}
-
-fn stdout_of(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "shadergrad failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr_of_failure(o: &Output) -> String {
-    assert!(!o.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 /// An SST-2 shaped folder whose label is decided by one word.

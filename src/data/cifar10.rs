@@ -6,11 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use super::image_folder::is_image_name;
 use super::ImageDataset;
 use crate::{Error, Result};
 
@@ -99,10 +100,7 @@ pub fn find(flag: Option<&Path>) -> Result<PathBuf> {
 /// Load train and test splits from `path` (see [`find`]), through the cache
 /// in `$SHADERGRAD_CACHE` or `~/.cache/shadergrad`.
 pub fn load(path: &Path) -> Result<Cifar10> {
-    let dir = std::env::var_os("SHADERGRAD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/shadergrad")));
-    load_cached(path, dir.as_deref())
+    load_cached(path, super::cache::default_dir().as_deref())
 }
 
 /// Load through a decoded cache kept in `cache_dir` (none: no cache).
@@ -267,11 +265,6 @@ fn decode_all(encoded: Vec<Encoded>, source: &Path) -> Result<Cifar10> {
     Ok(Cifar10 { train, test })
 }
 
-fn is_image_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    [".jpg", ".jpeg", ".png"].iter().any(|e| lower.ends_with(e))
-}
-
 fn load_folder_dir(root: &Path) -> Result<Cifar10> {
     let mut encoded = Vec::new();
     for split in ["train", "test"] {
@@ -397,30 +390,20 @@ fn cache_path(dir: &Path, source: &Path) -> Option<PathBuf> {
         .ok()
         .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    // FNV-1a over the key: stable across runs and platforms.
     let key = format!("{}|{}|{}", canon.display(), meta.len(), stamp);
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    Some(dir.join(format!("cifar10-{hash:016x}.bin")))
+    Some(super::cache::entry(dir, "cifar10", &key))
 }
 
 fn write_cache(path: &Path, data: &Cifar10) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
+    super::cache::write_atomic(path, |f| {
         f.write_all(CACHE_MAGIC)?;
         for d in [&data.train, &data.test] {
             f.write_all(&(d.len() as u64).to_le_bytes())?;
             f.write_all(&d.labels)?;
             f.write_all(&d.images)?;
         }
-        f.flush()?;
-    }
-    fs::rename(&tmp, path)
+        Ok(())
+    })
 }
 
 fn read_cache(path: &Path) -> std::io::Result<Cifar10> {

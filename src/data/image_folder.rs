@@ -279,10 +279,7 @@ fn place(components: &[&str]) -> Option<(Option<Split>, String)> {
 /// The tree at `path` (a folder or `.tar.gz`), decoded, through a cache in
 /// `$SHADERGRAD_CACHE` or `~/.cache/shadergrad`.
 pub fn load(path: &Path, opts: &FolderOptions) -> Result<ImageFolder> {
-    let dir = std::env::var_os("SHADERGRAD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/shadergrad")));
-    load_cached(path, opts, dir.as_deref())
+    load_cached(path, opts, super::cache::default_dir().as_deref())
 }
 
 /// [`load`] with the decoded cache kept in `cache_dir` (none: no cache).
@@ -655,28 +652,19 @@ fn cache_path(dir: &Path, source: &Path, opts: &FolderOptions) -> Option<PathBuf
     } else {
         key.push_str(&stamp(&canon)?);
     }
-    // FNV-1a: stable across runs and platforms.
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    Some(dir.join(format!("folder-{hash:016x}.bin")))
+    Some(super::cache::entry(dir, "folder", &key))
 }
 
-fn write_str(f: &mut impl Write, s: &str) -> std::io::Result<()> {
+fn write_str(f: &mut dyn Write, s: &str) -> std::io::Result<()> {
     f.write_all(&(s.len() as u64).to_le_bytes())?;
     f.write_all(s.as_bytes())
 }
 
 fn write_cache(path: &Path, data: &ImageFolder) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
+    super::cache::write_atomic(path, |f| {
         f.write_all(CACHE_MAGIC)?;
-        write_str(&mut f, &data.classes.join("\n"))?;
-        write_str(&mut f, &data.skipped.join("\n"))?;
+        write_str(f, &data.classes.join("\n"))?;
+        write_str(f, &data.skipped.join("\n"))?;
         f.write_all(&(data.splits.len() as u64).to_le_bytes())?;
         for (split, d) in &data.splits {
             f.write_all(&[*split as u8])?;
@@ -686,9 +674,8 @@ fn write_cache(path: &Path, data: &ImageFolder) -> std::io::Result<()> {
             f.write_all(&d.labels)?;
             f.write_all(&d.images)?;
         }
-        f.flush()?;
-    }
-    fs::rename(&tmp, path)
+        Ok(())
+    })
 }
 
 /// Reads the cache file's fields in order; any short read is "bad cache".

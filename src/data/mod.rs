@@ -1,6 +1,7 @@
 //! Data sets and batching.
 
 pub mod batches;
+mod cache;
 pub mod cifar10;
 pub mod image_folder;
 pub mod image_set;

@@ -155,3 +155,21 @@ pub fn gradcheck_tol(
         }
     }
 }
+
+/// The stdout of a successful run of the binary (else fail with its stderr).
+pub fn stdout_of(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "shadergrad failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The stderr of a run of the binary that must fail cleanly (no panic).
+pub fn stderr_of_failure(o: &std::process::Output) -> String {
+    assert!(!o.status.success(), "expected a failure");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}

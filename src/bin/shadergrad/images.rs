@@ -451,23 +451,29 @@ fn eval_on(a: &EvalArgs, device: &Device) -> Result<()> {
         ),
         &confusion_png,
     )?;
-    // The first 64 mistakes, in the data's order.
+    // Up to 64 mistakes, taken from each true class in turn (the data is
+    // often sorted by class, and the first 64 would all be one class's).
     let il = data.image_len();
-    let wrong: Vec<(Vec<u8>, String, String)> = eval
-        .predictions
-        .iter()
-        .enumerate()
-        .filter(|&(i, &pred)| pred != data.labels[i] as usize)
-        .take(64)
-        .map(|(i, &pred)| {
-            let name = |c: usize| pipeline.classes.get(c).map_or("?", String::as_str);
-            (
-                data.images[i * il..(i + 1) * il].to_vec(),
-                format!("pred: {}", name(pred)),
-                format!("true: {}", name(data.labels[i] as usize)),
-            )
-        })
-        .collect();
+    let mut by_class: Vec<std::collections::VecDeque<(usize, usize)>> = vec![Default::default(); k];
+    for (i, &pred) in eval.predictions.iter().enumerate() {
+        let truth = data.labels[i] as usize;
+        if pred != truth && truth < k {
+            by_class[truth].push_back((i, pred));
+        }
+    }
+    let name = |c: usize| pipeline.classes.get(c).map_or("?", String::as_str);
+    let mut wrong: Vec<(Vec<u8>, String, String)> = Vec::new();
+    while wrong.len() < 64 && by_class.iter().any(|q| !q.is_empty()) {
+        for q in by_class.iter_mut() {
+            if let Some((i, pred)) = q.pop_front().filter(|_| wrong.len() < 64) {
+                wrong.push((
+                    data.images[i * il..(i + 1) * il].to_vec(),
+                    format!("pred: {}", name(pred)),
+                    format!("true: {}", name(data.labels[i] as usize)),
+                ));
+            }
+        }
+    }
     let grid_png = a.out.join("misclassified.png");
     if !wrong.is_empty() {
         shadergrad::plot::captioned_grid(&wrong, pipeline.size, 8, &grid_png)?;
