@@ -328,7 +328,7 @@ fn predict_on(a: &PredictArgs) -> Result<()> {
         if a.json {
             let top: Vec<serde_json::Value> = best
                 .iter()
-                .map(|&(i, prob)| serde_json::json!({"class": name(i), "probability": (prob * 1e4).round() / 1e4}))
+                .map(|&(i, prob)| serde_json::json!({"class": name(i), "probability": (prob as f64 * 1e4).round() / 1e4}))
                 .collect();
             println!(
                 "{}",
