@@ -164,7 +164,11 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
     if let Some(path) = &a.train.resume {
         check_resume(path, &pipeline)?;
     }
-    let cfg = a.train.config(a.out.clone(), pipeline.to_metadata());
+    let mut cfg = a.train.config(a.out.clone(), pipeline.to_metadata());
+    // CIFAR's 4-pixel crop padding, in proportion for other sizes.
+    if cfg.augment.crop_padding > 0 {
+        cfg.augment.crop_padding = (size.0.min(size.1) / 8).max(1);
+    }
     shadergrad::manual_seed(cfg.seed);
     let mut model = pipeline.build()?;
     eprintln!(

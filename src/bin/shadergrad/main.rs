@@ -148,7 +148,7 @@ pub(crate) struct FitArgs {
     weight_decay: f32,
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f32,
-    /// Random crop (padding 4) and horizontal flip.
+    /// Random crop (padding 4 pixels, or 1/8 of the side for `train images`) and horizontal flip.
     #[arg(long)]
     augment: bool,
     #[arg(long, default_value_t = 0)]
