@@ -407,6 +407,24 @@ fn splits_and_archives() {
         // 6 per class, of which the broken file of each split is skipped.
         assert!(err.contains("18 train / 6 validation (val/)"), "{err}");
     }
+    // A flat tree with --val-fraction 0: no evaluation, and no made-up
+    // test figures (null, not 0 or NaN).
+    let flat = root.join("photos/train");
+    let out = fresh("split-none");
+    let mut args = train_args(
+        flat.to_str().expect("utf-8"),
+        out.to_str().expect("utf-8"),
+        "seed-cnn",
+        "1",
+    );
+    args.extend_from_slice(&["--size", "24x24", "--val-fraction", "0"]);
+    let o = run(&args);
+    let stdout = stdout_of(&o);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("json")).expect("JSON");
+    assert!(v["test_accuracy"].is_null(), "{v}");
+    assert!(v["train_loss"].is_number(), "{v}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("18 train / 0 validation"));
 }
 
 /// `predict` reads a `train cifar10` checkpoint (no class names in its

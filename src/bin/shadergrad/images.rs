@@ -194,11 +194,20 @@ fn train_on(a: TrainArgs, device: &Device) -> Result<()> {
         format!("{} on {data_name}", cfg.model),
     );
     let mut observer = progress::Progress::new(!a.train.json, plot)?;
-    let summary = train::train(
+    // With --val-fraction 0 and no val/ or test/, there is nothing to
+    // evaluate, and no made-up test figures are shown.
+    let objective = train::Classification {
+        label_smoothing: cfg.label_smoothing,
+    };
+    let train_source = train::ImageSource::new(Arc::new(train_set), cfg.augment);
+    let val_source = (!val_set.is_empty())
+        .then(|| train::ImageSource::new(Arc::new(val_set), Default::default()));
+    let summary = train::fit(
         &cfg,
         &mut model,
-        &Arc::new(train_set),
-        &Arc::new(val_set),
+        &train_source,
+        val_source.as_ref(),
+        &objective,
         &mut observer,
     )?;
     if a.train.json {

@@ -192,7 +192,8 @@ impl FitArgs {
     }
 }
 
-/// The closing JSON line of an image-classifier run (`--json`).
+/// The closing JSON line of an image-classifier run (`--json`); figures a
+/// run does not have (no evaluation set) are null.
 pub(crate) fn print_summary_json(
     cfg: &TrainConfig,
     device: &Device,
@@ -200,16 +201,18 @@ pub(crate) fn print_summary_json(
 ) {
     let last = summary.history.last();
     println!(
-        "{{\"model\": \"{}\", \"device\": \"{}\", \"epochs\": {}, \"train_loss\": {}, \"test_accuracy\": {}, \"images_per_sec\": {:.1}, \"seconds\": {:.1}, \"stopped_early\": {}, \"checkpoint\": \"{}\"}}",
-        cfg.model,
-        device.describe().replace('"', "'"),
-        summary.history.len(),
-        last.map_or(f32::NAN, |m| m.train_loss()),
-        last.map_or(f32::NAN, |m| m.test_accuracy()),
-        summary.examples_per_sec,
-        summary.seconds,
-        summary.stopped_early,
-        summary.checkpoint.display()
+        "{}",
+        serde_json::json!({
+            "model": cfg.model,
+            "device": device.describe(),
+            "epochs": summary.history.len(),
+            "train_loss": last.map(|m| m.train_loss()),
+            "test_accuracy": last.map(|m| m.test_accuracy()),
+            "images_per_sec": (summary.examples_per_sec as f64 * 10.0).round() / 10.0,
+            "seconds": (summary.seconds as f64 * 10.0).round() / 10.0,
+            "stopped_early": summary.stopped_early,
+            "checkpoint": summary.checkpoint.display().to_string(),
+        })
     );
 }
 
