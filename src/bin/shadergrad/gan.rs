@@ -209,20 +209,23 @@ pub fn train(a: TrainArgs) -> Result<()> {
             eprintln!("samples: {}", g.display());
         }
         if a.json {
+            // A diverged run's losses are NaN: null in JSON.
             println!(
-                "{{\"model\": \"{}\", \"width\": {}, \"device\": \"{}\", \"steps\": {}, \"batch\": {}, \"d_loss\": {}, \"g_loss\": {}, \"d_real\": {}, \"d_fake\": {}, \"steps_per_sec\": {:.3}, \"stopped_early\": {}, \"checkpoint\": \"{}\"}}",
-                cfg.kind,
-                cfg.width,
-                device.describe().replace('"', "'"),
-                s.steps,
-                cfg.batch_size,
-                last.d_loss,
-                last.g_loss,
-                last.d_real,
-                last.d_fake,
-                s.steps_per_sec,
-                s.stopped_early,
-                s.checkpoint.display()
+                "{}",
+                serde_json::json!({
+                    "model": cfg.kind,
+                    "width": cfg.width,
+                    "device": device.describe(),
+                    "steps": s.steps,
+                    "batch": cfg.batch_size,
+                    "d_loss": last.d_loss,
+                    "g_loss": last.g_loss,
+                    "d_real": last.d_real,
+                    "d_fake": last.d_fake,
+                    "steps_per_sec": (s.steps_per_sec as f64 * 1e3).round() / 1e3,
+                    "stopped_early": s.stopped_early,
+                    "checkpoint": s.checkpoint.display().to_string(),
+                })
             );
         }
         Ok(())
