@@ -1,5 +1,6 @@
 //! The wgpu backend's sources checked without a device: every shader file
-//! and every kind of emitted kernel validates with naga, and every kernel's
+//! and every kind of emitted kernel validates with naga and translates
+//! through its SPIR-V, Metal and HLSL back ends, and every kernel's
 //! parameter struct has the layout of its WGSL twin. Then one check with a
 //! device: a kernel that fails to compile is a named error.
 
@@ -15,6 +16,121 @@ fn validate(name: &str, src: &str) {
     if let Err(e) = validate_wgsl(name, src) {
         panic!("{e}");
     }
+    translate(name, src);
+}
+
+/// The values our launchers give each override constant (gemm.wgsl's
+/// `MODE` per `GemmMode`, reduce.wgsl's `OP` and `INT_INPUT`). A shader
+/// that declares an override missing here fails the translation test, so
+/// a new one cannot go untranslated.
+const OVERRIDE_VALUES: [(&str, &[f64]); 3] = [
+    ("MODE", &[0.0, 1.0, 2.0, 3.0]),
+    ("OP", &[0.0, 1.0]),
+    ("INT_INPUT", &[0.0, 1.0]),
+];
+
+/// Every entry point of `src`, specialised with every combination of its
+/// overrides' values, through naga's SPIR-V, Metal and HLSL back ends: a
+/// kernel that Vulkan, Metal or DX12 would reject fails here, on any
+/// machine.
+#[track_caller]
+fn translate(name: &str, src: &str) {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    assert!(!module.entry_points.is_empty(), "{name}: no entry point");
+    let mut variants = vec![naga::back::PipelineConstants::default()];
+    for (_, o) in module.overrides.iter() {
+        let Some(o_name) = &o.name else { continue };
+        let Some((_, values)) = OVERRIDE_VALUES.iter().find(|(n, _)| n == o_name) else {
+            if o.init.is_some() {
+                panic!("{name}: override {o_name} is not in OVERRIDE_VALUES; add the values its launcher sets");
+            }
+            continue;
+        };
+        variants = variants
+            .into_iter()
+            .flat_map(|v| {
+                values.iter().map(move |&x| {
+                    let mut v = v.clone();
+                    v.insert(o_name.clone(), x);
+                    v
+                })
+            })
+            .collect();
+    }
+    for constants in &variants {
+        translate_variant(name, &module, &info, constants);
+    }
+}
+
+#[track_caller]
+fn translate_variant(
+    name: &str,
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    constants: &naga::back::PipelineConstants,
+) {
+    use naga::back::{hlsl, msl, spv};
+    for ep in &module.entry_points {
+        let at = format!("{name}, entry point {}, overrides {constants:?}", ep.name);
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            module,
+            info,
+            Some((ep.stage, &ep.name)),
+            constants,
+        )
+        .unwrap_or_else(|e| panic!("{at}: overrides: {e}"));
+        let spv_pipeline = spv::PipelineOptions {
+            shader_stage: ep.stage,
+            entry_point: ep.name.clone(),
+        };
+        spv::write_vec(
+            &module,
+            &info,
+            &spv::Options::default(),
+            Some(&spv_pipeline),
+        )
+        .unwrap_or_else(|e| panic!("{at}: SPIR-V: {e}"));
+        let msl_options = msl::Options {
+            lang_version: (2, 4),
+            fake_missing_bindings: true,
+            ..Default::default()
+        };
+        let msl_pipeline = msl::PipelineOptions {
+            entry_point: Some((ep.stage, ep.name.clone())),
+            ..Default::default()
+        };
+        msl::write_string(&module, &info, &msl_options, &msl_pipeline)
+            .unwrap_or_else(|e| panic!("{at}: MSL: {e}"));
+        let hlsl_options = hlsl::Options {
+            shader_model: hlsl::ShaderModel::V6_2,
+            fake_missing_bindings: true,
+            ..Default::default()
+        };
+        let hlsl_pipeline = hlsl::PipelineOptions {
+            entry_point: Some((ep.stage, ep.name.clone())),
+        };
+        let mut out = String::new();
+        hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
+            .write(&module, &info, None)
+            .unwrap_or_else(|e| panic!("{at}: HLSL: {e}"));
+    }
+}
+
+/// The translation check fails for a kernel that is valid WGSL but cannot
+/// be specialised for a back end (an override without a default, which
+/// our launchers would not set).
+#[test]
+#[should_panic(expected = "overrides")]
+fn translation_catches_a_kernel_no_back_end_can_build() {
+    let src = "override K: u32;\n@compute @workgroup_size(1) fn main() { var x = K; x += 1u; }";
+    translate("override without a default", src);
 }
 
 #[test]
