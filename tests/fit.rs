@@ -127,3 +127,46 @@ fn a_custom_source_and_objective_train() -> Result<()> {
 }
 
 backend_tests!(a_custom_source_and_objective_train);
+
+/// A checkpoint carries a checksum of its tensors: one changed byte in the
+/// data, or a cut file, is an error naming the file; an intact one loads.
+#[test]
+fn corrupt_checkpoints_are_named() {
+    use shadergrad::io::checkpoint;
+    let dir = std::env::temp_dir().join(format!("sg-fit-ck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ck.safetensors");
+    let tensors = vec![
+        (
+            "b".to_string(),
+            Tensor::from_slice(&[1.0, 2.0, 3.0], &[3]).expect("b"),
+        ),
+        (
+            "a".to_string(),
+            Tensor::from_slice(&[4.0; 6], &[2, 3]).expect("a"),
+        ),
+    ];
+    checkpoint::save(&path, &tensors, Default::default()).expect("save");
+    let ck = checkpoint::load(&path).expect("an intact checkpoint loads");
+    assert!(ck.metadata["checksum"].starts_with("crc32:"));
+    assert_eq!(ck.tensors["b"].1, vec![1.0, 2.0, 3.0]);
+
+    let good = std::fs::read(&path).expect("read");
+    // The last byte is tensor data: flip one bit.
+    let mut flipped = good.clone();
+    *flipped.last_mut().expect("bytes") ^= 0x10;
+    std::fs::write(&path, &flipped).expect("write");
+    let msg = checkpoint::load(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("ck.safetensors") && msg.contains("is corrupt") && msg.contains("checksum"),
+        "{msg}"
+    );
+    // A cut file.
+    std::fs::write(&path, &good[..good.len() - 5]).expect("write");
+    let msg = checkpoint::load(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("ck.safetensors") && msg.contains("truncated or corrupt"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

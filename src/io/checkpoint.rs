@@ -1,6 +1,7 @@
 //! Checkpoints as safetensors files: model tensors, optimizer state and
 //! string metadata. Written to a temporary file, synced, then renamed, so a
-//! crash never leaves a half-written checkpoint under the real name.
+//! crash never leaves a half-written checkpoint under the real name. A CRC-32
+//! of the tensors goes into the metadata, so changed bytes are named on load.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -19,6 +20,26 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     /// String entries: what wrote the checkpoint and how to rebuild its model.
     pub metadata: HashMap<String, String>,
+}
+
+/// The metadata entry holding [`checksum`] of a saved checkpoint's tensors.
+const CHECKSUM_KEY: &str = "checksum";
+
+/// CRC-32 over every tensor's name, shape and little-endian bytes, in name
+/// order: safetensors notices a truncated file, this notices changed bytes.
+fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    let mut crc = crc32fast::Hasher::new();
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, shape, data) in sorted {
+        crc.update(&(name.len() as u64).to_le_bytes());
+        crc.update(name.as_bytes());
+        for &d in shape {
+            crc.update(&(d as u64).to_le_bytes());
+        }
+        crc.update(data);
+    }
+    format!("crc32:{:08x}", crc.finalize())
 }
 
 fn io_err(path: &Path, msg: impl std::fmt::Display) -> Error {
@@ -40,6 +61,15 @@ pub fn save(
         let data: Vec<u8> = t.to_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect();
         bytes.push((name.clone(), t.shape().to_vec(), data));
     }
+    let mut metadata = metadata;
+    metadata.insert(
+        CHECKSUM_KEY.into(),
+        checksum(
+            bytes
+                .iter()
+                .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())),
+        ),
+    );
     let views = bytes
         .iter()
         .map(|(n, s, d)| {
@@ -100,6 +130,27 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         metadata: meta.metadata().clone().unwrap_or_default(),
         ..Default::default()
     };
+    if let Some(stored) = ck.metadata.get(CHECKSUM_KEY) {
+        let mut f32_tensors: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .filter(|(_, v)| v.dtype() == Dtype::F32)
+            .collect();
+        f32_tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let actual = checksum(
+            f32_tensors
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+        );
+        if *stored != actual {
+            return Err(io_err(
+                path,
+                format!(
+                    "is corrupt: its tensors' checksum is {actual}, but it was saved as {stored}; use an earlier checkpoint or retrain"
+                ),
+            ));
+        }
+    }
     for (name, view) in st.tensors() {
         match view.dtype() {
             Dtype::F32 => {
