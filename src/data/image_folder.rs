@@ -584,29 +584,28 @@ pub fn split_off(
         ));
     }
     let order = super::batches::epoch_order(data.len(), true, seed ^ 0x0076_616c, 0);
-    let mut by_class: Vec<Vec<usize>> = vec![vec![]; classes];
+    // Labels beyond `classes` get groups of their own rather than a panic.
+    let groups = data
+        .labels
+        .iter()
+        .map(|&l| l as usize + 1)
+        .max()
+        .unwrap_or(0)
+        .max(classes);
+    let mut by_class: Vec<Vec<usize>> = vec![vec![]; groups];
     for i in order {
         by_class[data.labels[i] as usize].push(i);
     }
-    let mut val_idx = Vec::new();
-    for members in &by_class {
-        let k = ((members.len() as f32 * fraction).round() as usize).min(members.len() - 1);
-        val_idx.extend_from_slice(&members[..k.min(members.len())]);
-    }
-    val_idx.sort_unstable();
     let mut is_val = vec![false; data.len()];
-    val_idx.iter().for_each(|&i| is_val[i] = true);
-    let il = data.image_len();
+    for members in &by_class {
+        // Every class keeps at least one training image.
+        let k = ((members.len() as f32 * fraction).round() as usize)
+            .min(members.len().saturating_sub(1));
+        members[..k].iter().for_each(|&i| is_val[i] = true);
+    }
     let pick = |want: bool| {
         let idx: Vec<usize> = (0..data.len()).filter(|&i| is_val[i] == want).collect();
-        ImageDataset {
-            images: idx
-                .iter()
-                .flat_map(|&i| data.images[i * il..(i + 1) * il].iter().copied())
-                .collect(),
-            labels: idx.iter().map(|&i| data.labels[i]).collect(),
-            ..*data
-        }
+        data.select(&idx)
     };
     Ok((pick(false), pick(true)))
 }

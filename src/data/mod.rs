@@ -63,13 +63,18 @@ impl ImageDataset {
         let mut pick = batches::epoch_order(self.len(), true, seed ^ 0x5a4d_91e2, 0);
         pick.truncate(n);
         pick.sort_unstable();
+        self.select(&pick)
+    }
+
+    /// The examples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> ImageDataset {
         let il = self.image_len();
         ImageDataset {
-            images: pick
+            images: indices
                 .iter()
                 .flat_map(|&i| self.images[i * il..(i + 1) * il].iter().copied())
                 .collect(),
-            labels: pick.iter().map(|&i| self.labels[i]).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
             ..*self
         }
     }
