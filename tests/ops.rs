@@ -68,6 +68,17 @@ fn unary() -> Result<()> {
         3e-7,
         0.0,
     );
+    // Near 0 erf must be right relative to its size (an absolute 1e-7 would
+    // be 10% at 1e-6), and odd: exactly 0 at 0 (the differential fuzzer
+    // found the fit giving -3e-8 on the cpu backend and 0 on the GPU).
+    let small = t(&[0.0, 1e-6, 1e-3, -0.25, 0.49], &[5]).erf().to_vec()?;
+    assert_eq!(small[0], 0.0);
+    assert_close(
+        &small[1..],
+        &[1.128_379_2e-6, 0.001_128_378_8, -0.276_326_4, 0.511_668_26],
+        0.0,
+        2e-7,
+    );
     let y = t(&[-2.0, 0.0, 3.0], &[3]);
     assert_tensor(&y.abs(), &[3], &[2.0, 0.0, 3.0]);
     assert_tensor(&y.sign(), &[3], &[-1.0, 0.0, 1.0]);
