@@ -331,7 +331,9 @@ fn load_archive(path: &Path) -> Result<Cifar10> {
         if !wanted {
             continue;
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        // The header's size is a claim (a corrupt one said 8 GiB, found by
+        // fuzzing): reserve at most a batch file's worth up front.
+        let mut bytes = Vec::with_capacity((entry.size() as usize).min(64 << 20));
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| corrupt(e, &format!(" while reading {name}")))?;

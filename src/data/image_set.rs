@@ -80,9 +80,47 @@ fn load_folder(dir: &Path, side: usize) -> Result<ImageDataset> {
     })
 }
 
+/// Refuse a header whose `'shape'` claims more values than the file could
+/// hold (or more than a usize counts) before any reader sizes a buffer by it.
+fn check_npy_shape(bytes: &[u8]) -> std::result::Result<(), String> {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 16)]);
+    let Some(start) = text
+        .find("'shape'")
+        .and_then(|i| text[i..].find('(').map(|j| i + j + 1))
+    else {
+        return Ok(()); // no shape to check; the reader reports what is wrong
+    };
+    let Some(len) = text[start..].find(')') else {
+        return Ok(());
+    };
+    let mut count: u128 = 1;
+    for dim in text[start..start + len]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let d: u128 = dim
+            .trim_end_matches('L')
+            .parse()
+            .map_err(|_| format!("has a shape entry {dim:?} that is not a size"))?;
+        count = count.saturating_mul(d);
+    }
+    if count > bytes.len() as u128 {
+        return Err(format!(
+            "has a header claiming {count} values but is only {} bytes: it is truncated or corrupt",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
 fn load_npy(path: &Path, side: usize) -> Result<ImageDataset> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let npy = npyz::NpyFile::new(&bytes[..])
+    check_npy_shape(&bytes).map_err(|e| io_err(path, e))?;
+    // npyz panics on some corrupt headers (an element count that overflows,
+    // found by fuzzing); the check above refuses those, this any others.
+    let npy = std::panic::catch_unwind(|| npyz::NpyFile::new(&bytes[..]))
+        .map_err(|_| io_err(path, "is not a readable .npy file (corrupt header)"))?
         .map_err(|e| io_err(path, format!("is not a readable .npy file ({e})")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let dtype = npy.dtype();

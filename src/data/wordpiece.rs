@@ -43,16 +43,43 @@ impl WordPiece {
 
     /// Parse a `tokenizer.json` text (`source` names it in errors).
     pub fn from_json(json: String, source: &Path) -> Result<WordPiece> {
-        let mut tokenizer = Tokenizer::from_str(&json).map_err(|e| Error::Io {
+        let refuse = |why: String| {
+            Error::Io {
             path: source.display().to_string(),
             msg: format!(
-                "is not a tokenizer format shadergrad reads ({e}); expected a Hugging Face fast-tokenizer tokenizer.json"
+                "is not a tokenizer format shadergrad reads ({why}); expected a Hugging Face fast-tokenizer tokenizer.json"
             ),
-        })?;
+        }
+        };
+        // tokenizers 0.22 panics (`expect("Helper")`) on some malformed
+        // "decoder" sections instead of returning an error (found by
+        // fuzzing): check the JSON's syntax first, and turn what panics
+        // remain into this error.
+        serde_json::from_str::<serde_json::Value>(&json)
+            .map_err(|e| refuse(format!("not valid JSON: {e}")))?;
+        let mut tokenizer = std::panic::catch_unwind(|| Tokenizer::from_str(&json))
+            .map_err(|_| refuse("the tokenizers crate could not read it".into()))?
+            .map_err(|e| refuse(e.to_string()))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)
             .map_err(|e| Error::param("tokenizer", e.to_string()))?;
+        // A template that names a special token the file does not define
+        // panics inside tokenizers at the first encode (found by fuzzing):
+        // encode once here, so such a file is refused when it is read.
+        let trial = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokenizer.encode("a test sentence", true)
+        }));
+        match trial {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(refuse(format!("it cannot encode a test sentence: {e}"))),
+            Err(_) => {
+                return Err(refuse(
+                    "it cannot encode a test sentence: its post_processor or model is inconsistent"
+                        .into(),
+                ))
+            }
+        }
         Ok(WordPiece { tokenizer, json })
     }
 

@@ -85,6 +85,46 @@ impl BertConfig {
             layer_norm_eps: float("layer_norm_eps", 1e-12),
             hidden_dropout_prob: float("hidden_dropout_prob", 0.1),
         };
+        // Refuse sizes no real model has before anything is allocated for
+        // them (a corrupt config.json claiming 2^60 layers).
+        const MAX_LAYERS: usize = 1024;
+        if config.num_hidden_layers > MAX_LAYERS {
+            return Err(config_err(
+                source,
+                format!(
+                    "num_hidden_layers {} is beyond {MAX_LAYERS}; the file is corrupt or not a BERT config",
+                    config.num_hidden_layers
+                ),
+            ));
+        }
+        let dims = [
+            ("vocab_size", config.vocab_size),
+            ("hidden_size", config.hidden_size),
+            ("intermediate_size", config.intermediate_size),
+            ("max_position_embeddings", config.max_position_embeddings),
+            ("type_vocab_size", config.type_vocab_size),
+        ];
+        if let Some((key, _)) = dims.iter().find(|(_, v)| *v == 0) {
+            return Err(config_err(source, format!("{key} is 0")));
+        }
+        let largest = [
+            config.vocab_size,
+            config.intermediate_size,
+            config.max_position_embeddings,
+        ]
+        .iter()
+        .try_fold(0usize, |m, &d| {
+            d.checked_mul(config.hidden_size).map(|n| m.max(n))
+        });
+        if largest.is_none_or(|n| n > crate::MAX_ELEMENTS) {
+            return Err(config_err(
+                source,
+                format!(
+                    "sizes {dims:?} make a weight of more than {} elements; the file is corrupt",
+                    crate::MAX_ELEMENTS
+                ),
+            ));
+        }
         if config.num_attention_heads == 0
             || !config
                 .hidden_size
