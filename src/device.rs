@@ -46,6 +46,49 @@ impl Device {
         gpu::device::open(ordinal).map(Device::Gpu)
     }
 
+    /// Cap the bytes of buffers this GPU's pool may hold (`None`: no cap).
+    /// An allocation past the cap first releases the pool's free buffers,
+    /// then fails with [`Error::OutOfMemory`](crate::Error::OutOfMemory),
+    /// after which smaller work (a smaller batch) can continue in the same
+    /// process. `SHADERGRAD_GPU_MEMORY_LIMIT` (`512MiB`, `2GB`) sets it when
+    /// the device opens. The cpu backend has no cap: an error.
+    ///
+    /// ```
+    /// # fn main() -> shadergrad::Result<()> {
+    /// use shadergrad::Device;
+    /// if let Ok(gpu) = Device::gpu(0) {
+    ///     gpu.set_memory_limit(Some(256 << 20))?;
+    ///     gpu.set_memory_limit(None)?;
+    /// }
+    /// assert!(Device::Cpu.set_memory_limit(Some(1 << 20)).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_memory_limit(&self, bytes: Option<u64>) -> Result<()> {
+        match self {
+            Device::Cpu => Err(crate::Error::param(
+                "set_memory_limit",
+                "the cpu backend allocates from the system and has no memory limit; set one on a gpu device",
+            )),
+            Device::Gpu(id) => {
+                gpu::device::context(*id)?
+                    .memory_limit
+                    .store(bytes.unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes of buffers this GPU's pool holds (in use or free); 0 on the cpu.
+    pub fn memory_allocated(&self) -> u64 {
+        match self {
+            Device::Cpu => 0,
+            Device::Gpu(id) => gpu::device::context(*id)
+                .map(|c| c.allocated.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0),
+        }
+    }
+
     /// The best hardware adapter (discrete, integrated, virtual), else the
     /// cpu backend. Software rasterisers (llvmpipe, SwiftShader, WARP) run
     /// our kernels about a hundred times slower than the cpu backend does,

@@ -26,6 +26,12 @@ pub(crate) struct Context {
     /// One-element buffers of constants by (bits, type): `full` nodes are
     /// in every step's graph and would otherwise upload each time.
     pub(super) constants: Mutex<HashMap<(u32, crate::DType), crate::backend::Value>>,
+    /// Bytes of buffers the pool has created and not yet released (in use
+    /// or free in the pool).
+    pub(crate) allocated: std::sync::atomic::AtomicU64,
+    /// At most this many bytes in `allocated` (`u64::MAX`: no cap). From
+    /// `SHADERGRAD_GPU_MEMORY_LIMIT`, or [`crate::Device::set_memory_limit`].
+    pub(crate) memory_limit: std::sync::atomic::AtomicU64,
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
     /// Errors wgpu reported outside any error scope (it would panic otherwise).
@@ -245,15 +251,55 @@ pub(crate) fn register(
         pool: Mutex::new(HashMap::new()),
         conv_tables: Mutex::new(HashMap::new()),
         constants: Mutex::new(HashMap::new()),
+        allocated: Default::default(),
+        memory_limit: std::sync::atomic::AtomicU64::new(memory_limit_from_env()),
         lost,
         uncaptured,
     }));
     id
 }
 
+/// `SHADERGRAD_GPU_MEMORY_LIMIT` in bytes (`512MiB`, `2GB`, `1048576`);
+/// unset or unreadable: no cap (an unreadable value is reported once).
+fn memory_limit_from_env() -> u64 {
+    let Ok(text) = std::env::var("SHADERGRAD_GPU_MEMORY_LIMIT") else {
+        return u64::MAX;
+    };
+    parse_bytes(&text).unwrap_or_else(|| {
+        eprintln!(
+            "warning: SHADERGRAD_GPU_MEMORY_LIMIT={text:?} is not a size (try 512MiB, 2GB or a \
+             byte count); no limit is set"
+        );
+        u64::MAX
+    })
+}
+
+/// `512MiB`, `2GB`, `1.5G`, `1048576` as bytes (K/M/G/T: powers of 1024).
+pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = num * scale as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 impl Context {
     /// Fail early once the device is gone, instead of queueing into the void.
     pub(crate) fn check_alive(&self) -> Result<()> {
+        // wgpu runs the device-lost callback when the device is polled; a
+        // non-blocking poll lets a loss since the last submit show here.
+        let _ = self.device.poll(wgpu::PollType::Poll);
         if let Some(why) = lock(&self.lost).as_ref() {
             return Err(Error::Device(format!(
                 "the GPU device {} ({}) was lost ({why}); its tensors are gone. Save work from \
@@ -271,6 +317,16 @@ impl Context {
             )));
         }
         Ok(())
+    }
+
+    /// `e`, unless the device was lost meanwhile: then that, which is what
+    /// the user must act on (a failed mapping after a driver reset says
+    /// only "invalid buffer").
+    pub(crate) fn lost_or(&self, e: Error) -> Error {
+        match self.check_alive() {
+            Err(lost @ Error::Device(_)) if lock(&self.lost).is_some() => lost,
+            _ => e,
+        }
     }
 
     /// Block until the queue is idle.
@@ -357,4 +413,21 @@ fn adapters_report(list: &[wgpu::Adapter]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn memory_limit_sizes() {
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes(" 2GB "), Some(2 << 30));
+        assert_eq!(parse_bytes("1.5g"), Some(3 << 29));
+        assert_eq!(parse_bytes("64k"), Some(64 << 10));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("12 parsecs"), None);
+        assert_eq!(parse_bytes("-1"), None);
+    }
 }

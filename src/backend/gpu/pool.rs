@@ -1,6 +1,7 @@
 //! Device memory: size-classed buffers that return to their device's pool
 //! when dropped, uploads and downloads.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::device::{gl_turn, Context};
@@ -82,6 +83,43 @@ impl Context {
         Ok(())
     }
 
+    /// Drop every free buffer the pool holds (after an out-of-memory error,
+    /// or to make room under the memory limit).
+    pub(crate) fn release_pool(&self) {
+        let freed: u64 = lock(&self.pool)
+            .drain()
+            .map(|(_, v)| v.iter().map(|b| b.size()).sum::<u64>())
+            .sum();
+        self.allocated.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// Count `class` new bytes against the memory limit, releasing the
+    /// pool's free buffers first when they are in the way.
+    fn reserve(&self, op: &'static str, class: u64) -> Result<()> {
+        let limit = self.memory_limit.load(Ordering::Relaxed);
+        let fits = |ctx: &Self| {
+            ctx.allocated
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
+                    a.checked_add(class).filter(|&n| n <= limit)
+                })
+                .is_ok()
+        };
+        if fits(self) {
+            return Ok(());
+        }
+        self.release_pool();
+        if fits(self) {
+            return Ok(());
+        }
+        Err(Error::OutOfMemory(format!(
+            "{op}: {class} more bytes on {} would pass its memory limit of {limit} bytes \
+             ({} in use; SHADERGRAD_GPU_MEMORY_LIMIT or Device::set_memory_limit); the pool was \
+             released, so smaller work (a smaller batch) can continue",
+            self.name,
+            self.allocated.load(Ordering::Relaxed)
+        )))
+    }
+
     /// A buffer of at least `bytes`, from the pool when one is free.
     fn alloc_raw(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
         let class = size_class(bytes);
@@ -89,6 +127,7 @@ impl Context {
         if let Some(b) = lock(&self.pool).get_mut(&class).and_then(|v| v.pop()) {
             return Ok(b);
         }
+        self.reserve(op, class)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let b = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(op),
@@ -97,8 +136,9 @@ impl Context {
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
+            self.allocated.fetch_sub(class, Ordering::Relaxed);
             // Free what the pool holds, so smaller work can go on.
-            lock(&self.pool).clear();
+            self.release_pool();
             return Err(Error::OutOfMemory(format!(
                 "{op}: allocating {bytes} bytes on {} failed ({e}); the pool was released, so \
                  smaller work (a smaller batch) can continue",
@@ -138,6 +178,7 @@ impl Context {
         };
         let class = size_class(bytes.len() as u64);
         self.check_binding("upload", class)?;
+        self.reserve("upload", class)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("upload"),
@@ -146,7 +187,8 @@ impl Context {
             mapped_at_creation: true,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            lock(&self.pool).clear();
+            self.allocated.fetch_sub(class, Ordering::Relaxed);
+            self.release_pool();
             return Err(Error::OutOfMemory(format!(
                 "upload: {} bytes to {} failed ({e})",
                 bytes.len(),
@@ -157,7 +199,7 @@ impl Context {
         if !bytes.is_empty() {
             let mut view = buffer
                 .get_mapped_range_mut(..bytes.len() as u64)
-                .map_err(|e| Error::Device(format!("upload: mapping failed: {e}")))?;
+                .map_err(|e| self.lost_or(Error::Device(format!("upload: mapping failed: {e}"))))?;
             view.slice(..).copy_from_slice(bytes);
         }
         buffer.unmap();
@@ -195,12 +237,14 @@ impl Context {
         });
         self.wait()?;
         rx.recv()
-            .map_err(|_| Error::Device("download: the map callback never ran".into()))?
-            .map_err(|e| Error::Device(format!("download: mapping failed: {e}")))?;
+            .map_err(|_| {
+                self.lost_or(Error::Device("download: the map callback never ran".into()))
+            })?
+            .map_err(|e| self.lost_or(Error::Device(format!("download: mapping failed: {e}"))))?;
         let data = {
             let view = staging
                 .get_mapped_range(..)
-                .map_err(|e| Error::Device(format!("download: {e}")))?;
+                .map_err(|e| self.lost_or(Error::Device(format!("download: {e}"))))?;
             match b.dtype {
                 DType::F32 => Storage::F32(bytemuck::cast_slice(&view).to_vec()),
                 DType::I32 => Storage::I32(bytemuck::cast_slice(&view).to_vec()),

@@ -274,7 +274,7 @@ impl Recorder {
         });
         if let Some((o, v)) = errors {
             if let Some(e) = o {
-                lock(&self.ctx.pool).clear();
+                self.ctx.release_pool();
                 return Err(Error::OutOfMemory(format!(
                     "{} ran out of memory ({e}); the buffer pool was released, so smaller work \
                      (a smaller batch) can continue",
@@ -282,10 +282,10 @@ impl Recorder {
                 )));
             }
             if let Some(e) = v {
-                return Err(Error::Device(format!(
+                return Err(self.ctx.lost_or(Error::Device(format!(
                     "wgpu validation failed on {}: {e}",
                     self.ctx.name
-                )));
+                ))));
             }
         }
         if let Some(flag) = self.index_flag.take() {
