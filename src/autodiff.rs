@@ -57,6 +57,10 @@ impl Tensor {
 
 /// Reverse pass from several roots, each with its upstream gradient.
 fn backward_from(roots: &[(Tensor, Tensor)]) -> Result<Gradients> {
+    crate::tensor::building_backward(|| backward_nodes(roots))
+}
+
+fn backward_nodes(roots: &[(Tensor, Tensor)]) -> Result<Gradients> {
     let order = crate::schedule::postorder(
         &roots.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
         |t| match t.op() {

@@ -64,6 +64,11 @@ pub enum Error {
     /// No usable GPU, a lost device, a kernel that failed to compile.
     #[error("gpu: {0}")]
     Device(String),
+    /// A NaN or infinity where training needs finite numbers: a non-finite
+    /// loss, or (with [`crate::set_detect_anomaly`]) the first op that
+    /// produced one.
+    #[error("non-finite value: {0}")]
+    NonFinite(String),
     /// The host or a device could not allocate; smaller work can continue.
     #[error("out of memory: {0}")]
     OutOfMemory(String),

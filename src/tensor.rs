@@ -36,6 +36,22 @@ thread_local! {
     static NO_GRAD_DEPTH: Cell<usize> = const { Cell::new(0) };
     static RNG_STATE: Cell<u64> = const { Cell::new(0x5eed_5eed_5eed_5eed) };
     static DEFAULT_DEVICE: std::cell::RefCell<Device> = const { std::cell::RefCell::new(Device::Cpu) };
+    /// Set while autodiff builds gradient nodes, so anomaly reports can say
+    /// "backward".
+    static BUILDING_BACKWARD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with new nodes marked as part of a backward pass.
+pub(crate) fn building_backward<R>(f: impl FnOnce() -> R) -> R {
+    let before = BUILDING_BACKWARD.with(|b| b.replace(true));
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUILDING_BACKWARD.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
 }
 
 /// The device new leaf tensors (data, constants, random) are placed on, for this thread.
@@ -106,6 +122,8 @@ pub(crate) struct Node {
     pub requires_grad: bool,
     /// Set once the node has been computed (or at creation for `Op::Buffer`).
     pub value: OnceLock<Value>,
+    /// Built by autodiff (a gradient), not by the forward computation.
+    pub backward: bool,
 }
 
 impl Drop for Node {
@@ -196,6 +214,7 @@ impl Tensor {
             device,
             requires_grad,
             value: OnceLock::new(),
+            backward: BUILDING_BACKWARD.with(|b| b.get()),
         }))
     }
 
@@ -233,6 +252,7 @@ impl Tensor {
             device,
             requires_grad,
             value: cell,
+            backward: false,
         }))
     }
 

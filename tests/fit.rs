@@ -170,3 +170,78 @@ fn corrupt_checkpoints_are_named() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Regression whose loss turns NaN at one step (a stand-in for a diverging run).
+struct NanAtStep {
+    step: usize,
+    calls: std::cell::Cell<usize>,
+}
+
+impl<M: Module + ?Sized> Objective<M, (Tensor, Tensor)> for NanAtStep {
+    fn metrics(&self) -> Vec<&'static str> {
+        vec!["abs_error"]
+    }
+
+    fn forward(&self, model: &M, batch: &(Tensor, Tensor)) -> Result<StepOutput> {
+        let call = self.calls.get();
+        self.calls.set(call + 1);
+        let out = Regression.forward(model, batch)?;
+        let loss = if call == self.step {
+            out.loss.mul_scalar(f32::NAN)
+        } else {
+            out.loss
+        };
+        Ok(StepOutput {
+            loss,
+            metrics: out.metrics,
+        })
+    }
+}
+
+/// A non-finite loss stops training with its step, and the last good
+/// checkpoint (the end of epoch 1) stays, loads, and holds finite weights.
+#[test]
+fn a_nan_loss_stops_with_its_step_and_keeps_the_checkpoint() {
+    use shadergrad::io::checkpoint;
+    let rows = Rows {
+        x: data(3 * 64, 9)
+            .chunks(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect(),
+    };
+    let out = std::env::temp_dir().join(format!("shadergrad-fit-nan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cfg = TrainConfig::seed_cnn(out.clone());
+    cfg.model = "linear".into();
+    cfg.epochs = 5;
+    cfg.batch_size = 8; // 8 steps per epoch
+    cfg.lr = 0.05;
+    let mut model = Linear::new(3, 1, Init::GlorotUniform).expect("small");
+    let objective = NanAtStep {
+        step: 12,
+        calls: Default::default(),
+    };
+    let err = train::fit(&cfg, &mut model, &rows, None, &objective, &mut train::Quiet)
+        .expect_err("the NaN loss stops the run");
+    let msg = err.to_string();
+    assert!(matches!(err, shadergrad::Error::NonFinite(_)), "{msg}");
+    assert!(msg.contains("step 13 (epoch 2, batch 5 of 8)"), "{msg}");
+    assert!(msg.contains("the last good checkpoint"), "{msg}");
+    let ck = checkpoint::load(&out.join("checkpoint.safetensors")).expect("the checkpoint loads");
+    assert_eq!(
+        ck.metadata["epoch"], "1",
+        "the end of epoch 1 is what is kept"
+    );
+    assert!(ck
+        .tensors
+        .values()
+        .all(|(_, v)| v.iter().all(|x| x.is_finite())));
+    // The model itself was left at its last finite values.
+    assert!(model
+        .weight
+        .get()
+        .to_vec()
+        .expect("read")
+        .iter()
+        .all(|x| x.is_finite()));
+}

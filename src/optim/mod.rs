@@ -237,8 +237,9 @@ fn commit(
     realize_pending(&all)?;
     let value = loss.item()?;
     if !value.is_finite() {
-        return Err(Error::Grad(format!(
-            "the loss is {value}; parameters were left unchanged (lower the learning rate or check the inputs)"
+        return Err(Error::NonFinite(format!(
+            "the loss is {value}; parameters were left unchanged (lower the learning rate, check \
+             the inputs, or name the op that made it with set_detect_anomaly / --detect-anomaly)"
         )));
     }
     for (p, v) in params.iter().zip(new_params) {

@@ -3,6 +3,7 @@
 //! intermediate values after their last use, and cache what is still
 //! wanted once every session has finished without error.
 
+pub(crate) mod anomaly;
 pub(crate) mod fusion;
 pub mod profile;
 
@@ -207,7 +208,12 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
         })
         .map(|t| t.id())
         .collect();
-    let inlined = fusion::plan(&order, &users, &keep)?;
+    // Anomaly detection runs op by op, so that each op's result is seen.
+    let inlined = if anomaly::detect_anomaly() {
+        HashSet::new()
+    } else {
+        fusion::plan(&order, &users, &keep)?
+    };
     let steps: Vec<Step> = order
         .iter()
         .map(|t| match t.op() {
@@ -392,6 +398,11 @@ fn run_steps(
                     sessions
                         .get(*t.device())?
                         .exec(t.op(), &inputs, t.shape(), t.dtype())?;
+                if anomaly::detect_anomaly() {
+                    // Reading a result needs its device's work submitted.
+                    sessions.finish(*t.device())?;
+                    anomaly::check(t, &ins, &inputs, &outs)?;
+                }
                 if outs.len() != t.op().outputs() {
                     return Err(Error::param(
                         t.op().name(),

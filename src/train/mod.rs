@@ -505,7 +505,28 @@ where
             crate::manual_seed(cfg.seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             opt.set_learning_rate(schedule.lr_at(cfg.lr, step, total_steps));
             let out = objective.forward(model, &batch)?;
-            let loss_value = opt.step_with(&out.loss, &out.metrics)?;
+            let loss_value = opt
+                .step_with(&out.loss, &out.metrics)
+                .map_err(|e| match e {
+                    // Say where, and what is kept: the last checkpoint is the
+                    // end of an epoch that trained on finite losses.
+                    Error::NonFinite(why) => Error::NonFinite(format!(
+                        "step {} (epoch {}, batch {} of {batches}): {why}. Training stopped; {}",
+                        step + 1,
+                        pos.epoch + 1,
+                        pos.batch + 1,
+                        if ck_path.is_file() {
+                            format!(
+                            "the last good checkpoint, {}, is kept (resume from it with --resume \
+                             and a lower --lr)",
+                            ck_path.display()
+                        )
+                        } else {
+                            "no epoch had finished, so there is no checkpoint".to_string()
+                        }
+                    )),
+                    other => other,
+                })?;
             let n = train.batch_len(&batch);
             pos.loss_sum += loss_value as f64 * n as f64;
             for (s, m) in pos.metric_sums.iter_mut().zip(&out.metrics) {

@@ -56,6 +56,11 @@ pub struct TrainArgs {
     /// Folder for checkpoint.safetensors, metrics.csv, metrics.png and samples/.
     #[arg(long, default_value = "runs/gan")]
     out: PathBuf,
+    /// Stop at the first op (forward or backward) that makes a NaN or an
+    /// infinity, naming it, its shape and its inputs. Slow: every op runs
+    /// on its own and is read back.
+    #[arg(long)]
+    detect_anomaly: bool,
     /// Continue from a checkpoint written by an earlier run.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -132,6 +137,7 @@ impl GanObserver for GanProgress {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    shadergrad::set_detect_anomaly(a.detect_anomaly);
     let device = choose_device(&a.device)?;
     with_device(device, || {
         let mut cfg = match a.model.as_str() {

@@ -153,6 +153,11 @@ pub(crate) struct FitArgs {
     augment: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Stop at the first op (forward or backward) that makes a NaN or an
+    /// infinity, naming it, its shape and its inputs. Slow: every op runs
+    /// on its own and is read back.
+    #[arg(long)]
+    detect_anomaly: bool,
     /// Continue from a checkpoint written by an earlier run.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -166,6 +171,8 @@ pub(crate) struct FitArgs {
 
 impl FitArgs {
     pub(crate) fn config(&self, out: PathBuf, metadata: Vec<(String, String)>) -> TrainConfig {
+        // Process-wide, like the device: set where the run's settings are read.
+        shadergrad::set_detect_anomaly(self.detect_anomaly);
         TrainConfig {
             model: self.model.clone(),
             epochs: self.epochs,

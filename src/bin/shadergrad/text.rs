@@ -73,6 +73,11 @@ pub struct TrainArgs {
     /// Folder for checkpoint.safetensors, metrics.csv and metrics.png.
     #[arg(long, default_value = "runs/sst2")]
     out: PathBuf,
+    /// Stop at the first op (forward or backward) that makes a NaN or an
+    /// infinity, naming it, its shape and its inputs. Slow: every op runs
+    /// on its own and is read back.
+    #[arg(long)]
+    detect_anomaly: bool,
     /// Continue from a checkpoint written by an earlier run.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -140,6 +145,7 @@ fn json_string(s: &str) -> String {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    shadergrad::set_detect_anomaly(a.detect_anomaly);
     let device = choose_device(&a.device)?;
     with_device(device, || train_on(a, &device.describe()))
 }
