@@ -365,6 +365,22 @@ fn targets() -> Vec<Target> {
         ("cifar-10-batches-bin/data_batch_5.bin", cifar_records(1)),
         ("cifar-10-batches-bin/test_batch.bin", cifar_records(2)),
     ]);
+    // The JPEG layout: train/<class>/*.png and test/<class>/*.png, ten classes.
+    let cifar_images: Vec<(String, Vec<u8>)> = ["train", "test"]
+        .iter()
+        .flat_map(|split| {
+            (0..10).map(move |c| {
+                (
+                    format!("cifar10/{split}/class{c}/0.png"),
+                    png(32, 32, false),
+                )
+            })
+        })
+        .collect();
+    let cifar_images_tar = tar(&cifar_images
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect::<Vec<_>>());
     let folder_tar = tar(&[
         ("pets/cat/a.png", png(9, 7, false)),
         ("pets/cat/b.jpg", jpeg(10, 10)),
@@ -430,7 +446,7 @@ fn targets() -> Vec<Target> {
         },
         Target {
             name: "cifar_targz",
-            seeds: vec![cifar_tar],
+            seeds: vec![cifar_tar, cifar_images_tar],
             wrap: |t| {
                 let mut t = t.to_vec();
                 fix_tar(&mut t);
