@@ -533,10 +533,20 @@ fn targets() -> Vec<Target> {
             name: "bert_config",
             seeds: vec![TINY_BERT.as_bytes().to_vec()],
             wrap: same,
+            // A model folder: the fuzzed config.json beside the tiny
+            // model's (valid) weights.
             run: |dir, bytes| {
-                let p = write_to(dir, "config.json", bytes);
-                let config = BertConfig::from_file(&p)?;
-                Bert::new(config).map(drop)
+                write_to(dir, "config.json", bytes);
+                if !dir.join("model.safetensors").is_file() {
+                    let bert = tiny_bert();
+                    let named: Vec<(String, Tensor)> = bert
+                        .parameters()
+                        .into_iter()
+                        .map(|(n, p)| (n, p.get()))
+                        .collect();
+                    checkpoint::save(&dir.join("model.safetensors"), &named, HashMap::new())?;
+                }
+                Bert::from_pretrained(dir).map(drop)
             },
         },
         Target {

@@ -92,6 +92,51 @@ pub fn save(
     fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
+/// The name and shape of every tensor in a safetensors file, from its
+/// header alone (the tensor bytes are not read): what a loader checks a
+/// model's claimed sizes against before allocating the model.
+pub fn tensor_shapes(path: &Path) -> Result<HashMap<String, Vec<usize>>> {
+    use std::io::Read;
+    // safetensors refuses headers above 100 MB; so do we, before reading one.
+    const MAX_HEADER: u64 = 100 << 20;
+    let mut f = fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| io_err(path, format!("is too short for a safetensors header ({e})")))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER {
+        return Err(io_err(
+            path,
+            format!("claims a {n}-byte header; it is corrupt or not a safetensors file"),
+        ));
+    }
+    let mut header = Vec::new();
+    f.take(n)
+        .read_to_end(&mut header)
+        .map_err(|e| io_err(path, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+        io_err(
+            path,
+            format!("has a header that is not JSON ({e}); it may be truncated or corrupt"),
+        )
+    })?;
+    let entries = json
+        .as_object()
+        .ok_or_else(|| io_err(path, "has a header that is not a JSON object"))?;
+    Ok(entries
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(name, v)| {
+            let shape = v.get("shape")?.as_array()?;
+            let shape: Option<Vec<usize>> = shape
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect();
+            Some((name.clone(), shape?))
+        })
+        .collect())
+}
+
 /// Read a checkpoint; f32 tensors are kept, i64 bookkeeping tensors
 /// (such as BERT's `position_ids`) are skipped.
 ///

@@ -257,9 +257,13 @@ impl TextPipeline {
                 &self.size,
             )?)),
             (TextTokenizer::WordPiece(_), Some(config)) => {
+                let weights = pretrained.map(|dir| dir.join("model.safetensors"));
+                if let Some(w) = weights.as_deref().filter(|w| w.is_file()) {
+                    config.check_against(&crate::io::checkpoint::tensor_shapes(w)?, w)?;
+                }
                 let bert = Bert::new(config.clone())?;
-                if let Some(dir) = pretrained {
-                    bert.load_weights(&dir.join("model.safetensors"))?;
+                if let Some(w) = &weights {
+                    bert.load_weights(w)?;
                 }
                 Ok(Box::new(BertClassifier::new(bert, classes)?))
             }
@@ -405,6 +409,11 @@ impl TextPipeline {
             }
             "bert" => {
                 let config = BertConfig::from_json(get("bert_config")?, source)?;
+                // The metadata's sizes are claims (the checksum covers the
+                // tensors only): check them against the tensors themselves.
+                if source.is_file() {
+                    config.check_against(&crate::io::checkpoint::tensor_shapes(source)?, source)?;
+                }
                 let tokenizer = WordPiece::from_json(get("tokenizer_json")?.clone(), source)?;
                 TextPipeline {
                     kind,

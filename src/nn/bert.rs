@@ -7,6 +7,7 @@
 //! `encoder.layer.0.attention.self.query.weight`, ...), so a pretrained file
 //! loads by name and a fine-tuned checkpoint reads like the original.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{Embedding, Init, LayerNorm, Linear, Module, TransformerEncoderLayer};
@@ -141,6 +142,53 @@ impl BertConfig {
         Ok(config)
     }
 
+    /// Whether the word embedding and the layer count in `shapes` (a
+    /// weights file's header) are the ones this config claims.
+    pub fn check_against(&self, shapes: &HashMap<String, Vec<usize>>, source: &Path) -> Result<()> {
+        let prefix = if shapes.keys().any(|n| n.starts_with("bert.")) {
+            "bert."
+        } else {
+            ""
+        };
+        let name = format!("{prefix}embeddings.word_embeddings.weight");
+        let want = [self.vocab_size, self.hidden_size];
+        match shapes.get(&name) {
+            Some(shape) if shape[..] == want[..] => {}
+            Some(shape) => {
+                return Err(config_err(
+                    source,
+                    format!(
+                        "holds {name} of shape {shape:?}, but config.json says vocab_size {} and \
+                         hidden_size {}; the two files are from different models or one is corrupt",
+                        self.vocab_size, self.hidden_size
+                    ),
+                ))
+            }
+            None => return Err(config_err(source, format!("lacks {name}"))),
+        }
+        let layers = shapes
+            .keys()
+            .filter_map(|n| {
+                n.strip_prefix(&format!("{prefix}encoder.layer."))?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        if layers < self.num_hidden_layers {
+            return Err(config_err(
+                source,
+                format!(
+                    "holds {layers} encoder layers, but config.json says num_hidden_layers {}",
+                    self.num_hidden_layers
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Read a Hugging Face `config.json`.
     pub fn from_file(path: &Path) -> Result<BertConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -242,8 +290,17 @@ impl Bert {
     /// `model.safetensors`. Every tensor the model needs must be there with
     /// its shape; the error lists each one missing or misshaped.
     pub fn from_pretrained(dir: &Path) -> Result<Bert> {
-        let bert = Bert::new(BertConfig::from_file(&dir.join("config.json"))?)?;
-        bert.load_weights(&dir.join("model.safetensors"))?;
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let weights = dir.join("model.safetensors");
+        // config.json's sizes are claims and the model is allocated from
+        // them; check them against the weights that exist first, so a
+        // corrupt config (a 3-billion-row vocabulary, found by fuzzing)
+        // is an error, not an allocation of its claim.
+        if weights.is_file() {
+            config.check_against(&checkpoint::tensor_shapes(&weights)?, &weights)?;
+        }
+        let bert = Bert::new(config)?;
+        bert.load_weights(&weights)?;
         Ok(bert)
     }
 
