@@ -6,6 +6,8 @@
 //! one before, and `--resume` must continue from it; at the end a resumed
 //! run finishes and its history holds every epoch exactly once.
 
+mod common;
+
 use shadergrad::io::checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,17 +41,6 @@ fn write_tree(root: &Path) {
             });
             img.save(dir.join(format!("{i:02}.png"))).expect("save png");
         }
-    }
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
     }
 }
 
@@ -89,19 +80,20 @@ fn sigkill_at_random_moments_loses_nothing() {
     let (data, out, cache) = (root.join("data"), root.join("out"), root.join("cache"));
     write_tree(&data);
     let ck_path = out.join("checkpoint.safetensors");
-    let mut rng = Lcg(7);
+    // Kill delays from 100 to 1500 ms, the same every run.
+    let delays = common::data(25, 7);
     let (mut kills, mut loaded, mut last_epoch) = (0, 0, 0usize);
     let started = Instant::now();
     // Enough epochs that no run finishes before it is killed.
     const EPOCHS: usize = 100_000;
-    for round in 0..25 {
+    for (round, delay) in delays.iter().enumerate() {
         let resume = ck_path.exists();
         let mut child = train(&data, &out, &cache, EPOCHS, resume)
             .spawn()
             .expect("start shadergrad");
         // Start-up (decoding, the model) takes a few hundred milliseconds;
         // kill from before the first checkpoint to well after it.
-        std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
+        std::thread::sleep(Duration::from_millis(100 + ((delay + 1.0) * 700.0) as u64));
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
             use std::io::Read;

@@ -464,14 +464,7 @@ fn targets() -> Vec<Target> {
                 fix_tar(&mut t);
                 gzip(&t)
             },
-            run: |dir, bytes| {
-                let opts = FolderOptions {
-                    size: (8, 8),
-                    fit: Fit::Pad,
-                    bad_images: BadImages::Skip,
-                };
-                image_folder::load_uncached(&write_to(dir, "pets.tar.gz", bytes), &opts).map(drop)
-            },
+            run: |dir, bytes| load_folder_archive(dir, bytes, Fit::Pad, BadImages::Skip),
         },
         Target {
             name: "targz_bytes",
@@ -480,14 +473,7 @@ fn targets() -> Vec<Target> {
                 ("b/y.png", png(8, 8, false)),
             ]))],
             wrap: same,
-            run: |dir, bytes| {
-                let opts = FolderOptions {
-                    size: (8, 8),
-                    fit: Fit::Stretch,
-                    bad_images: BadImages::Fail,
-                };
-                image_folder::load_uncached(&write_to(dir, "raw.tar.gz", bytes), &opts).map(drop)
-            },
+            run: |dir, bytes| load_folder_archive(dir, bytes, Fit::Stretch, BadImages::Fail),
         },
         Target {
             name: "image_file",
@@ -572,6 +558,20 @@ fn targets() -> Vec<Target> {
         },
     });
     list
+}
+
+fn load_folder_archive(
+    dir: &Path,
+    bytes: &[u8],
+    fit: Fit,
+    bad_images: BadImages,
+) -> shadergrad::Result<()> {
+    let opts = FolderOptions {
+        size: (8, 8),
+        fit,
+        bad_images,
+    };
+    image_folder::load_uncached(&write_to(dir, "images.tar.gz", bytes), &opts).map(drop)
 }
 
 fn run_checkpoint(dir: &Path, bytes: &[u8]) -> shadergrad::Result<()> {

@@ -80,8 +80,8 @@ fn load_folder(dir: &Path, side: usize) -> Result<ImageDataset> {
     })
 }
 
-/// Refuse a header whose `'shape'` claims more values than the file could
-/// hold (or more than a usize counts) before any reader sizes a buffer by it.
+/// Refuse a header whose `'shape'` multiplies past 2^64 values before npyz
+/// reads it (npyz overflows there).
 fn check_npy_shape(bytes: &[u8]) -> std::result::Result<(), String> {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 16)]);
     let Some(start) = text
@@ -105,10 +105,10 @@ fn check_npy_shape(bytes: &[u8]) -> std::result::Result<(), String> {
             .map_err(|_| format!("has a shape entry {dim:?} that is not a size"))?;
         count = count.saturating_mul(d);
     }
-    if count > bytes.len() as u128 {
+    if count > u64::MAX as u128 {
         return Err(format!(
-            "has a header claiming {count} values but is only {} bytes: it is truncated or corrupt",
-            bytes.len()
+            "has a header whose shape holds more than 2^64 values: it is corrupt ({})",
+            &text[start - 1..=start + len]
         ));
     }
     Ok(())
@@ -143,6 +143,18 @@ fn load_npy(path: &Path, side: usize) -> Result<ImageDataset> {
             ))
         }
     };
+    // The header's count is a claim: a reader must not size a buffer by
+    // more values than the file could hold (one byte each, as uint8).
+    let claimed = n.checked_mul(3 * side * side);
+    if claimed.is_none_or(|c| c > bytes.len()) {
+        return Err(io_err(
+            path,
+            format!(
+                "has a header claiming {n} images of {side}x{side}x3 but is only {} bytes: it is truncated or corrupt",
+                bytes.len()
+            ),
+        ));
+    }
     let fortran = npy.order() == npyz::Order::Fortran;
     let data: Vec<u8> = npy
         .into_vec()
