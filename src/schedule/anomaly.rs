@@ -82,12 +82,12 @@ fn summary(values: &[f32]) -> String {
     }
 }
 
-/// Check one executed node: `outs` are its results, `inputs` the values
-/// it read. Views cannot make a NaN, so only computing ops are checked.
-pub(crate) fn check(t: &Tensor, ins: &[Tensor], inputs: &[Value], outs: &[Value]) -> Result<()> {
+/// Whether `op` computes new values (views and plumbing cannot make a NaN,
+/// so they are neither checked nor waited for).
+pub(crate) fn computes(op: &crate::op::Op) -> bool {
     use crate::op::Op;
-    if matches!(
-        t.op(),
+    !matches!(
+        op,
         Op::Reshape
             | Op::Permute(_)
             | Op::Expand
@@ -95,9 +95,12 @@ pub(crate) fn check(t: &Tensor, ins: &[Tensor], inputs: &[Value], outs: &[Value]
             | Op::Detach
             | Op::Output(_)
             | Op::Buffer
-    ) {
-        return Ok(());
-    }
+    )
+}
+
+/// Check one executed node that [`computes`]: `outs` are its results,
+/// `inputs` the values it read.
+pub(crate) fn check(t: &Tensor, ins: &[Tensor], inputs: &[Value], outs: &[Value]) -> Result<()> {
     for out in outs {
         let Some(values) = floats(&out.to_host()?) else {
             continue;
