@@ -132,11 +132,32 @@ impl Device {
         }
     }
 
-    /// Run on a device the application already owns (tensors then live in
-    /// its buffers; the application keeps using the device for drawing).
-    /// The device is named `gpu:appK`, K counting such devices from 0.
-    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Device {
-        Device::Gpu(gpu::device::register(device, queue, info, None))
+    /// Run on a device the application already owns: tensors live in its
+    /// memory and kernels run on its queue, between the app's own work (the
+    /// rules: [`crate::embed`]). The device is named `gpu:appK`, K counting
+    /// such devices from 0. Register a device once and keep the `Device`
+    /// (Copy): each call makes a new registration with its own buffer pool.
+    /// (wgpu compares devices by an id that is only unique within one
+    /// `wgpu::Instance`, so we cannot tell a repeat reliably.) A device whose limits fall short of
+    /// [`crate::embed::required_limits`] is refused with each shortfall named.
+    pub fn from_wgpu(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+    ) -> Result<Device> {
+        let missing = crate::embed::missing_limits(&device.limits());
+        if !missing.is_empty() {
+            return Err(Error::Device(format!(
+                "the application's device ({}) lacks what shadergrad's kernels need: {}; request \
+                 shadergrad::embed::required_limits() (or adapter.limits()) as \
+                 DeviceDescriptor::required_limits",
+                info.name,
+                missing.join("; ")
+            )));
+        }
+        Ok(Device::Gpu(gpu::device::register(
+            device, queue, info, None,
+        )))
     }
 
     /// The name and the adapter behind it: `gpu:0 (llvmpipe · Vulkan · Cpu)`.

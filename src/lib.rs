@@ -27,6 +27,9 @@ mod schedule;
 mod shape;
 mod tensor;
 
+// Graphics applications: their device, buffers and textures.
+pub mod embed;
+
 // The model kit.
 pub mod data;
 pub mod io;

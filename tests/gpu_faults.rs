@@ -98,7 +98,8 @@ fn a_lost_device_is_an_error_not_a_panic() {
         .expect("an adapter (the shared device opened one)");
     let (device, queue) =
         pollster::block_on(adapter.request_device(&Default::default())).expect("a second device");
-    let d = Device::from_wgpu(device.clone(), queue, adapter.get_info());
+    let d = Device::from_wgpu(device.clone(), queue, adapter.get_info())
+        .expect("default limits suffice");
     let run = || {
         with_device(d, || {
             Tensor::from_slice(&[1.0, 2.0], &[2])?

@@ -84,3 +84,43 @@ pub(crate) fn to_host(v: &Value) -> Result<Value> {
         _ => Ok(v.clone()),
     }
 }
+
+/// `v` as a dense buffer that can be handed to the application: `v` itself
+/// when it is dense and nothing else of ours shares its buffer (a cached
+/// constant does), else a private copy. The buffer is marked shared, so
+/// the pool never reuses it (see `pool::Owner::Shared`).
+pub(crate) fn shareable(ctx: &Arc<device::Context>, v: &Value) -> Result<Value> {
+    let v = &on_device(ctx, v)?;
+    let Storage::Gpu(b) = v.storage.as_ref() else {
+        return Err(crate::Error::param(
+            "share_buffer",
+            "internal: a host value",
+        ));
+    };
+    let ctx = b.ctx.clone();
+    let cached = lock(&ctx.constants)
+        .values()
+        .any(|c| Arc::ptr_eq(&c.storage, &v.storage));
+    let dense = v.layout.is_contiguous() && !cached;
+    let out = if dense {
+        v.clone()
+    } else {
+        kernels::texture::private_copy(&ctx, v)?
+    };
+    if let Storage::Gpu(b) = out.storage.as_ref() {
+        b.share();
+    }
+    Ok(out)
+}
+
+/// `v` in a buffer of `ctx`: uploaded when it is still host data (a leaf
+/// made from a slice is uploaded by the first realize that reads it).
+pub(crate) fn on_device(ctx: &Arc<device::Context>, v: &Value) -> Result<Value> {
+    match v.storage.as_ref() {
+        Storage::Gpu(_) => Ok(v.clone()),
+        host => Ok(Value {
+            storage: Arc::new(Storage::Gpu(ctx.upload(host)?)),
+            layout: v.layout.clone(),
+        }),
+    }
+}

@@ -23,11 +23,12 @@ pub(crate) enum Shader {
     Index,
     Optim,
     Attention,
+    Texture,
 }
 
 impl Shader {
     #[cfg(test)]
-    pub(crate) const ALL: [Shader; 8] = [
+    pub(crate) const ALL: [Shader; 9] = [
         Shader::Copy,
         Shader::Fill,
         Shader::Reduce,
@@ -36,6 +37,7 @@ impl Shader {
         Shader::Index,
         Shader::Optim,
         Shader::Attention,
+        Shader::Texture,
     ];
 
     pub(crate) fn file(self) -> &'static str {
@@ -48,6 +50,7 @@ impl Shader {
             Shader::Index => "index.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Attention => "attention.wgsl",
+            Shader::Texture => "texture.wgsl",
         }
     }
 
@@ -61,6 +64,7 @@ impl Shader {
             Shader::Index => include_str!("../../../shaders/index.wgsl"),
             Shader::Optim => include_str!("../../../shaders/optim.wgsl"),
             Shader::Attention => include_str!("../../../shaders/attention.wgsl"),
+            Shader::Texture => include_str!("../../../shaders/texture.wgsl"),
         }
     }
 }

@@ -25,13 +25,28 @@ pub(crate) fn bytes_of(op: &'static str, len: usize) -> Result<u64> {
     })
 }
 
+/// Who else may hold a buffer, which decides where it goes when dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Ours alone: back to the pool when dropped, reused by later work.
+    Pool,
+    /// The embedding application's (`embed::wrap_buffer`): never reused,
+    /// never counted against the memory limit, left to the app when dropped.
+    App,
+    /// Ours, but handed to the application (`embed::share_buffer`), which
+    /// may hold a clone of it for as long as it likes: never reused, and
+    /// released (not pooled) when dropped, so it cannot change under the app.
+    Shared,
+}
+
 /// A device buffer holding `len` elements of `dtype`. Returns to its
-/// device's pool when dropped.
+/// device's pool when dropped (unless the application holds it too).
 pub struct GpuBuffer {
     pub(crate) ctx: Arc<Context>,
     buffer: Option<wgpu::Buffer>,
     pub(crate) len: usize,
     pub(crate) dtype: DType,
+    owner: std::sync::Mutex<Owner>,
 }
 
 impl std::fmt::Debug for GpuBuffer {
@@ -48,12 +63,42 @@ impl GpuBuffer {
     pub(crate) fn raw(&self) -> &wgpu::Buffer {
         self.buffer.as_ref().expect("present until drop")
     }
+
+    /// An application's buffer, seen as `len` elements of `dtype`.
+    pub(crate) fn app(ctx: Arc<Context>, buffer: wgpu::Buffer, len: usize, dtype: DType) -> Self {
+        GpuBuffer {
+            ctx,
+            buffer: Some(buffer),
+            len,
+            dtype,
+            owner: std::sync::Mutex::new(Owner::App),
+        }
+    }
+
+    pub(crate) fn owner(&self) -> Owner {
+        *lock(&self.owner)
+    }
+
+    /// Hand the buffer to the application as well: from now on it is
+    /// never reused for other data (see [`Owner::Shared`]).
+    pub(crate) fn share(&self) {
+        let mut owner = lock(&self.owner);
+        if *owner == Owner::Pool {
+            *owner = Owner::Shared;
+        }
+    }
 }
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        if let Some(b) = self.buffer.take() {
-            lock(&self.ctx.pool).entry(b.size()).or_default().push(b);
+        let Some(b) = self.buffer.take() else { return };
+        match self.owner() {
+            Owner::Pool => lock(&self.ctx.pool).entry(b.size()).or_default().push(b),
+            Owner::App => {}
+            // wgpu frees it once the application's clones are gone too.
+            Owner::Shared => {
+                self.ctx.allocated.fetch_sub(b.size(), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -160,6 +205,7 @@ impl Context {
             buffer: Some(buffer),
             len,
             dtype,
+            owner: std::sync::Mutex::new(Owner::Pool),
         })
     }
 
@@ -208,6 +254,7 @@ impl Context {
             buffer: Some(buffer),
             len: storage.len(),
             dtype,
+            owner: std::sync::Mutex::new(Owner::Pool),
         })
     }
 
@@ -221,6 +268,18 @@ impl Context {
                 DType::F32 => Storage::F32(vec![]),
                 DType::I32 => Storage::I32(vec![]),
             });
+        }
+        if !b.raw().usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(Error::param(
+                "download",
+                format!(
+                    "the application's buffer ({} bytes, usage {:?}) lacks COPY_SRC, so it cannot \
+                     be read back; create it with BufferUsages::COPY_SRC, or read a tensor \
+                     computed from it",
+                    b.raw().size(),
+                    b.raw().usage()
+                ),
+            ));
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("download"),

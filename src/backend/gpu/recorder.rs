@@ -83,7 +83,8 @@ impl Recorder {
         let class = size_class(super::pool::bytes_of(op, len)?);
         if let Some(pos) = self.held.iter().position(|s| {
             Arc::strong_count(s) == 1
-                && matches!(s.as_ref(), Storage::Gpu(b) if b.raw().size() == class)
+                && matches!(s.as_ref(), Storage::Gpu(b)
+                    if b.raw().size() == class && b.owner() == super::pool::Owner::Pool)
         }) {
             let old = self.held.swap_remove(pos);
             if let Ok(Storage::Gpu(mut b)) = Arc::try_unwrap(old) {

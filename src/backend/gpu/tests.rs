@@ -4,7 +4,9 @@
 //! parameter struct has the layout of its WGSL twin. Then one check with a
 //! device: a kernel that fails to compile is a named error.
 
-use super::kernels::{attention, copy, elementwise, fill, gemm, index, optim, pool2d, reduce};
+use super::kernels::{
+    attention, copy, elementwise, fill, gemm, index, optim, pool2d, reduce, texture,
+};
 use super::pipeline::{layout_mismatch, validate_wgsl, KernelParams, Shader};
 use crate::op::{BinaryOp, Op, UnaryOp};
 use crate::schedule::fusion::{Instr, Program};
@@ -169,6 +171,7 @@ fn parameter_structs_match_their_wgsl_structs() {
     same_layout::<optim::AdamParams>(Shader::Optim.source());
     same_layout::<optim::SgdParams>(Shader::Optim.source());
     same_layout::<attention::AttentionParams>(Shader::Attention.source());
+    same_layout::<texture::TextureParams>(Shader::Texture.source());
     let emitted = elementwise::elementwise(
         &Program::single(Op::Unary(UnaryOp::Neg), 1),
         &[(DType::F32, &Layout::contiguous(&[3]))],
@@ -348,4 +351,78 @@ fn a_kernel_that_fails_to_compile_is_named() {
     assert!(err.to_string().contains("kernel broken.wgsl"), "{err}");
     // The device is still usable afterwards.
     ctx.check_alive().expect("alive");
+}
+
+/// What each entry point of every shader file asks of a device (storage
+/// buffers and textures, workgroup memory and size) fits
+/// `embed::required_limits`, so an app's device that passes
+/// `Device::from_wgpu`'s check runs every kernel.
+#[test]
+fn every_kernel_fits_the_limits_required_of_an_app_device() {
+    let need = crate::embed::required_limits();
+    for s in Shader::ALL {
+        let module = naga::front::wgsl::parse_str(s.source()).expect("parses");
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .expect("validates");
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        for (i, ep) in module.entry_points.iter().enumerate() {
+            let uses = info.get_entry_point(i);
+            let (mut storage, mut textures, mut sampled, mut workgroup) = (0u32, 0u32, 0u32, 0u32);
+            for (handle, var) in module.global_variables.iter() {
+                if uses[handle].is_empty() {
+                    continue;
+                }
+                match var.space {
+                    naga::AddressSpace::Storage { .. } => storage += 1,
+                    naga::AddressSpace::WorkGroup => workgroup += layouter[var.ty].size,
+                    naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                        naga::TypeInner::Image {
+                            class: naga::ImageClass::Storage { .. },
+                            ..
+                        } => textures += 1,
+                        naga::TypeInner::Image { .. } => sampled += 1,
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+            let [x, y, z] = ep.workgroup_size;
+            let name = format!("{}:{}", s.file(), ep.name);
+            assert!(
+                storage <= need.max_storage_buffers_per_shader_stage,
+                "{name}: {storage} storage buffers"
+            );
+            assert!(
+                textures <= need.max_storage_textures_per_shader_stage,
+                "{name}: {textures} storage textures"
+            );
+            assert!(
+                sampled <= need.max_sampled_textures_per_shader_stage,
+                "{name}: {sampled} textures"
+            );
+            assert!(
+                workgroup <= need.max_compute_workgroup_storage_size,
+                "{name}: {workgroup} bytes of workgroup memory"
+            );
+            assert!(
+                x * y * z <= need.max_compute_invocations_per_workgroup,
+                "{name}: {x}x{y}x{z}"
+            );
+            assert!(
+                x <= need.max_compute_workgroup_size_x
+                    && y <= need.max_compute_workgroup_size_y
+                    && z <= need.max_compute_workgroup_size_z,
+                "{name}: {x}x{y}x{z}"
+            );
+            assert!(
+                1 + storage + textures + sampled <= need.max_bindings_per_bind_group,
+                "{name}: bindings"
+            );
+        }
+    }
 }

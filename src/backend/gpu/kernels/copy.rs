@@ -38,6 +38,11 @@ pub(crate) fn dense(rec: &mut Recorder, v: &Value) -> Result<Value> {
     if v.layout.is_contiguous() && v.layout.offset == 0 {
         return Ok(v.clone());
     }
+    dense_always(rec, v)
+}
+
+/// A new dense buffer holding `v`'s elements, even when `v` is dense.
+pub(crate) fn dense_always(rec: &mut Recorder, v: &Value) -> Result<Value> {
     let shape = v.layout.shape.clone();
     let n = numel(&shape);
     let out = rec.output("contiguous", n, dtype_of(v))?;

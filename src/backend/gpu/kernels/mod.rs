@@ -10,6 +10,7 @@ pub(crate) mod index;
 pub(crate) mod optim;
 pub(crate) mod pool2d;
 pub(crate) mod reduce;
+pub(crate) mod texture;
 
 use super::recorder::Recorder;
 use crate::backend::Value;
