@@ -51,6 +51,11 @@ pub mod train;
 #[doc = include_str!("../docs/guide.md")]
 mod guide {}
 
+// So is the graphics-app guide's embedding program.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/graphics-apps.md")]
+mod graphics_apps {}
+
 pub use autodiff::{grad, Gradients};
 pub use device::{devices_report, Device, GpuId};
 pub use error::{Error, Result};

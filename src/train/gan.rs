@@ -346,6 +346,42 @@ pub fn load_gan(path: &Path) -> Result<(Gan, checkpoint::Checkpoint)> {
     Ok((gan, ck))
 }
 
+/// One training step on the real batch `x`: the discriminator (real as
+/// real, generated as fake), then the generator through the updated
+/// discriminator, each one realize. The figures' `step` is left 0 for the
+/// caller to number. What `train_gan` runs per step, for callers that
+/// drive training themselves (e.g. one step per frame of an app).
+pub fn gan_step(gan: &Gan, opt_d: &mut Adam, opt_g: &mut Adam, x: &Tensor) -> Result<GanStep> {
+    let bs = x.shape().first().copied().unwrap_or(0);
+    let z = gan.latents(bs);
+    // Every generator layer's output stays held until the generator's
+    // update, which then reads them instead of recomputing them.
+    let activations = gan.generator.forward_all(&z)?;
+    let fake = activations
+        .last()
+        .cloned()
+        .ok_or_else(|| Error::param("train gan", "the generator has no layers"))?;
+    let (ones, zeros) = (Tensor::ones(&[bs, 1]), Tensor::zeros(&[bs, 1]));
+    let d_real = gan.discriminator.forward(x)?;
+    let d_fake = gan.discriminator.forward(&fake.detach())?;
+    let d_loss = d_real
+        .bce_with_logits(&ones)?
+        .add(&d_fake.bce_with_logits(&zeros)?)?;
+    let p_real = d_real.detach().sigmoid().mean_all();
+    let p_fake = d_fake.detach().sigmoid().mean_all();
+    let d_value = opt_d.step_with(&d_loss, &[p_real.clone(), p_fake.clone()])?;
+    let g_loss = gan.discriminator.forward(&fake)?.bce_with_logits(&ones)?;
+    let g_value = opt_g.step_with(&g_loss, &[])?;
+    drop(activations);
+    Ok(GanStep {
+        step: 0,
+        d_loss: d_value,
+        g_loss: g_value,
+        d_real: p_real.item()?,
+        d_fake: p_fake.item()?,
+    })
+}
+
 /// Train `gan` on `data` for `cfg.steps` (from a checkpoint's step with
 /// `cfg.resume`).
 pub fn train_gan(
@@ -472,7 +508,6 @@ pub fn train_gan(
     let mut last = GanStep::default();
     let mut stopped_early = false;
     let mut real = data.batches(cfg, step);
-    let bs = cfg.batch_size;
     while step < cfg.steps {
         let x = real
             .next()
@@ -484,44 +519,15 @@ pub fn train_gan(
             opt_d.set_learning_rate(lr);
             opt_g.set_learning_rate(lr);
         }
-        let z = gan.latents(bs);
-        // Every generator layer's output stays held until the generator's
-        // update, which then reads them instead of recomputing them.
-        let activations = gan.generator.forward_all(&z)?;
-        let fake = activations
-            .last()
-            .cloned()
-            .ok_or_else(|| Error::param("train gan", "the generator has no layers"))?;
-        let (ones, zeros) = (Tensor::ones(&[bs, 1]), Tensor::zeros(&[bs, 1]));
         let diverged = |e: Error| {
             Error::Grad(format!(
                 "training diverged at step {step}: {e}; the last checkpoint ({}) is intact",
                 ck_path.display()
             ))
         };
-        // The discriminator: real as real, generated (cut from G) as fake.
-        let d_real = gan.discriminator.forward(&x)?;
-        let d_fake = gan.discriminator.forward(&fake.detach())?;
-        let d_loss = d_real
-            .bce_with_logits(&ones)?
-            .add(&d_fake.bce_with_logits(&zeros)?)?;
-        let p_real = d_real.detach().sigmoid().mean_all();
-        let p_fake = d_fake.detach().sigmoid().mean_all();
-        let d_value = opt_d
-            .step_with(&d_loss, &[p_real.clone(), p_fake.clone()])
-            .map_err(diverged)?;
-        // The generator, through the updated discriminator.
-        let g_loss = gan.discriminator.forward(&fake)?.bce_with_logits(&ones)?;
-        let g_value = opt_g.step_with(&g_loss, &[]).map_err(diverged)?;
-        drop(activations);
+        let figures = gan_step(gan, &mut opt_d, &mut opt_g, &x).map_err(diverged)?;
         step += 1;
-        last = GanStep {
-            step,
-            d_loss: d_value,
-            g_loss: g_value,
-            d_real: p_real.item()?,
-            d_fake: p_fake.item()?,
-        };
+        last = GanStep { step, ..figures };
         window.push(last);
         let rate = (step - first) as f32 / started.elapsed().as_secs_f32().max(1e-9);
         observer.step(&last, rate);
