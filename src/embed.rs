@@ -402,6 +402,35 @@ fn to_u32(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::param(op, format!("{what} {v} does not fit a texture")))
 }
 
+/// The grid of `n` images of `c` channels, `h` x `w`, that `op` lays out
+/// (`columns` to a row, `ceil(sqrt(n))` when `None`), each size checked to
+/// fit the kernel's 32-bit parameters.
+fn tiles(
+    op: &'static str,
+    (n, c, h, w): (usize, usize, usize, usize),
+    order: ChannelOrder,
+    range: ValueRange,
+    columns: Option<usize>,
+    padding: u32,
+    origin: (u32, u32),
+) -> Result<Grid> {
+    Ok(Grid {
+        images: to_u32(op, "image count", n)?,
+        channels: to_u32(op, "channels", c)?,
+        height: to_u32(op, "height", h)?,
+        width: to_u32(op, "width", w)?,
+        channels_last: order == ChannelOrder::Last,
+        signed_range: range == ValueRange::Signed,
+        columns: to_u32(
+            op,
+            "columns",
+            columns.unwrap_or_else(|| default_columns(n)).max(1),
+        )?,
+        padding,
+        origin,
+    })
+}
+
 /// Is `texture` a plain 2-D texture with `usage`, and does `grid` fit it?
 fn check_texture(
     op: &'static str,
@@ -531,21 +560,15 @@ pub fn write_texture(
             format!("{c} channels; textures take 3 (RGB) or 4 (RGBA)"),
         ));
     }
-    let grid = Grid {
-        images: to_u32(OP, "image count", n)?,
-        channels: c as u32,
-        height: to_u32(OP, "height", h)?,
-        width: to_u32(OP, "width", w)?,
-        channels_last: order == ChannelOrder::Last,
-        signed_range: opts.range == ValueRange::Signed,
-        columns: to_u32(
-            OP,
-            "columns",
-            opts.columns.unwrap_or_else(|| default_columns(n)).max(1),
-        )?,
-        padding: opts.padding,
-        origin: opts.origin,
-    };
+    let grid = tiles(
+        OP,
+        (n, c, h, w),
+        order,
+        opts.range,
+        opts.columns,
+        opts.padding,
+        opts.origin,
+    )?;
     check_texture(OP, texture, wgpu::TextureUsages::STORAGE_BINDING, &grid)?;
     if image.numel() == 0 {
         return Ok(ctx.queue.submit([]));
@@ -590,21 +613,15 @@ pub fn read_texture(device: Device, texture: &wgpu::Texture, opts: &TextureRead)
         texture.height().saturating_sub(opts.origin.1),
     ));
     let n = opts.images.unwrap_or(1);
-    let grid = Grid {
-        images: to_u32(OP, "image count", n)?,
-        channels: opts.channels as u32,
-        height,
-        width,
-        channels_last: opts.order == ChannelOrder::Last,
-        signed_range: opts.range == ValueRange::Signed,
-        columns: to_u32(
-            OP,
-            "columns",
-            opts.columns.unwrap_or_else(|| default_columns(n)).max(1),
-        )?,
-        padding: opts.padding,
-        origin: opts.origin,
-    };
+    let grid = tiles(
+        OP,
+        (n, opts.channels, height as usize, width as usize),
+        opts.order,
+        opts.range,
+        opts.columns,
+        opts.padding,
+        opts.origin,
+    )?;
     check_texture(OP, texture, wgpu::TextureUsages::TEXTURE_BINDING, &grid)?;
     let (c, h, w) = (opts.channels, height as usize, width as usize);
     let mut shape = match opts.order {
