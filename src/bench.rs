@@ -368,3 +368,80 @@ pub fn report_on(results: &[BenchResult], json: bool, device: &str) -> String {
     }
     s
 }
+
+/// One training step of the reference CNN as the training loop runs it.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    /// What was stepped.
+    pub name: String,
+    /// Median wall seconds per step, results read back.
+    pub seconds: f64,
+    /// Kernel dispatches of the step's realize (0 on the cpu).
+    pub dispatches: usize,
+    /// Device sessions the realize finished (each one a submit).
+    pub sessions: usize,
+    /// Median host seconds spent recording the step's kernels (on the cpu:
+    /// computing them).
+    pub record_seconds: f64,
+}
+
+impl StepReport {
+    /// One line for the table.
+    pub fn line(&self) -> String {
+        let per_dispatch = if self.dispatches > 0 {
+            format!(
+                ", {:.1} us/dispatch",
+                self.record_seconds * 1e6 / self.dispatches as f64
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{}: {:.2} ms/step, {} dispatches, {} sessions, recording {:.2} ms{per_dispatch}\n",
+            self.name,
+            self.seconds * 1e3,
+            self.dispatches,
+            self.sessions,
+            self.record_seconds * 1e3,
+        )
+    }
+}
+
+/// The seed CNN's training step (batch 32, CIFAR-10 shapes, Adam, loss and
+/// accuracy count read back) on `device`, timed over `budget` after warm-up.
+pub fn train_step(device: crate::Device, budget: Duration) -> Result<StepReport> {
+    use crate::nn::Module;
+    use crate::{Optimizer, Tensor};
+    crate::with_device(device, || {
+        crate::manual_seed(0);
+        let model = crate::models::build_for("seed-cnn", (32, 32), 10)?;
+        let mut opt = crate::Adam::new(
+            model.parameters().into_iter().map(|(_, p)| p).collect(),
+            1e-3,
+        );
+        let x = Tensor::rand(&[32, 3, 32, 32]);
+        let labels: Vec<i32> = (0..32).map(|i| i % 10).collect();
+        let y = Tensor::from_slice_i32(&labels, &[32])?;
+        x.realize()?;
+        let mut records = Vec::new();
+        let mut stats = crate::RealizeStats::default();
+        let seconds = time_median(budget, || {
+            let logits = model.forward(&x)?;
+            let loss = logits.cross_entropy(&y, 0.0)?;
+            let correct = logits.detach().argmax(1, false)?.eq(&y)?.sum_all();
+            opt.step_with(&loss, std::slice::from_ref(&correct))?;
+            stats = crate::last_realize_stats();
+            correct.item()?;
+            records.push(stats.record_ns as f64 * 1e-9);
+            Ok(())
+        })?;
+        records.sort_by(f64::total_cmp);
+        Ok(StepReport {
+            name: format!("seed-cnn train step, batch 32 ({})", device.describe()),
+            seconds,
+            dispatches: stats.dispatches,
+            sessions: stats.sessions,
+            record_seconds: records[records.len() / 2],
+        })
+    })
+}

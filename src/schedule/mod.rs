@@ -81,10 +81,14 @@ pub struct RealizeStats {
     /// use; inputs realized earlier are not counted). What a buffer pool
     /// needs for the schedule, on any backend.
     pub peak_bytes: usize,
+    /// Host nanoseconds inside the backends' kernel calls: on a GPU, recording
+    /// the dispatches (they run after the submit), on the cpu the
+    /// computing itself. Divided by `dispatches`: the host cost of a launch.
+    pub record_ns: u64,
 }
 
 thread_local! {
-    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0, fused_elements: 0, dispatches: 0, sessions: 0, peak_bytes: 0 }) };
+    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0, fused_elements: 0, dispatches: 0, sessions: 0, peak_bytes: 0, record_ns: 0 }) };
 }
 
 /// Statistics of the last `realize` on this thread that had anything to
@@ -272,7 +276,7 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
         &mut uses,
         &keep,
         &mut sessions,
-        &mut stats.peak_bytes,
+        &mut stats,
     );
     // Finish what is open whatever happened, so buffers go back to their
     // pools; cache values only when every session succeeded, so a failed
@@ -344,7 +348,7 @@ fn run_steps(
     uses: &mut HashMap<u64, usize>,
     keep: &HashSet<u64>,
     sessions: &mut Sessions,
-    peak_bytes: &mut usize,
+    stats: &mut RealizeStats,
 ) -> Result<Vec<(Tensor, Value)>> {
     let mut values: HashMap<u64, Vec<Value>> = HashMap::new();
     let mut live = LiveBytes::default();
@@ -385,19 +389,21 @@ fn run_steps(
                     .iter()
                     .map(|i| input(i, 0))
                     .collect::<Result<Vec<_>>>()?;
-                vec![sessions
-                    .get(*t.device())?
-                    .fused(program, &leaves, t.shape())?]
+                let session = sessions.get(*t.device())?;
+                let recording = std::time::Instant::now();
+                let out = session.fused(program, &leaves, t.shape())?;
+                stats.record_ns += recording.elapsed().as_nanos() as u64;
+                vec![out]
             }
             Step::Kernel => {
                 let inputs = ins
                     .iter()
                     .map(|i| input(i, 0))
                     .collect::<Result<Vec<_>>>()?;
-                let outs =
-                    sessions
-                        .get(*t.device())?
-                        .exec(t.op(), &inputs, t.shape(), t.dtype())?;
+                let session = sessions.get(*t.device())?;
+                let recording = std::time::Instant::now();
+                let outs = session.exec(t.op(), &inputs, t.shape(), t.dtype())?;
+                stats.record_ns += recording.elapsed().as_nanos() as u64;
                 if anomaly::detect_anomaly() && anomaly::computes(t.op()) {
                     // Reading a result needs its device's work submitted.
                     sessions.finish(*t.device())?;
@@ -433,7 +439,7 @@ fn run_steps(
             profile::record_name(&name, s.elapsed());
         }
         // Inputs are freed after the step, so its outputs and inputs peak together.
-        *peak_bytes = (*peak_bytes).max(live.with(&outs));
+        stats.peak_bytes = stats.peak_bytes.max(live.with(&outs));
         for i in &ins {
             if let Some(n) = uses.get_mut(&i.id()) {
                 *n -= 1;

@@ -48,7 +48,9 @@ enum Command {
     /// Benchmark kernels (GFLOP/s).
     Bench {
         /// Which kernels: all, matmul, conv, one convolution (conv1, conv2,
-        /// conv3), or attention (fused vs unfused; not part of all).
+        /// conv3), attention (fused vs unfused; not part of all), or step
+        /// (one seed-cnn training step: time, dispatches, submits, host
+        /// recording time per dispatch).
         #[arg(default_value = "all")]
         which: String,
         /// Milliseconds to spend per kernel.
@@ -404,16 +406,21 @@ fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Res
         "conv2",
         "conv3",
         "attention",
+        "step",
     ]
     .contains(&which)
     {
         return Err(Error::param(
             "bench",
-            format!("unknown kernel set {which:?}; use all, matmul, conv, conv1/conv2/conv3 or attention"),
+            format!("unknown kernel set {which:?}; use all, matmul, conv, conv1/conv2/conv3, attention or step"),
         ));
     }
     let device = choose_device(device)?;
     let budget = Duration::from_millis(ms);
+    if which == "step" {
+        print!("{}", shadergrad::bench::train_step(device, budget)?.line());
+        return Ok(());
+    }
     let software = device.describe().ends_with("Cpu");
     let results = match &device {
         _ if which == "attention" => shadergrad::bench::attention(
