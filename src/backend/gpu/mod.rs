@@ -97,15 +97,18 @@ pub(crate) fn shareable(ctx: &Arc<device::Context>, v: &Value) -> Result<Value> 
             "internal: a host value",
         ));
     };
-    let ctx = b.ctx.clone();
-    let cached = lock(&ctx.constants)
+    let cached = lock(&b.ctx.constants)
         .values()
         .any(|c| Arc::ptr_eq(&c.storage, &v.storage));
     let dense = v.layout.is_contiguous() && !cached;
     let out = if dense {
         v.clone()
     } else {
-        kernels::texture::private_copy(&ctx, v)?
+        // A copy of its own, so sharing it shares nothing else.
+        let mut rec = Recorder::new(ctx.clone())?;
+        let copy = kernels::copy::dense_always(&mut rec, v)?;
+        rec.submit()?;
+        copy
     };
     if let Storage::Gpu(b) = out.storage.as_ref() {
         b.share();

@@ -27,6 +27,7 @@ pub(crate) fn bytes_of(op: &'static str, len: usize) -> Result<u64> {
 
 /// Who else may hold a buffer, which decides where it goes when dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Owner {
     /// Ours alone: back to the pool when dropped, reused by later work.
     Pool,
@@ -46,7 +47,8 @@ pub struct GpuBuffer {
     buffer: Option<wgpu::Buffer>,
     pub(crate) len: usize,
     pub(crate) dtype: DType,
-    owner: std::sync::Mutex<Owner>,
+    /// An `Owner` (read on every drop and reuse check, so an atomic).
+    owner: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for GpuBuffer {
@@ -71,21 +73,28 @@ impl GpuBuffer {
             buffer: Some(buffer),
             len,
             dtype,
-            owner: std::sync::Mutex::new(Owner::App),
+            owner: std::sync::atomic::AtomicU8::new(Owner::App as u8),
         }
     }
 
     pub(crate) fn owner(&self) -> Owner {
-        *lock(&self.owner)
+        match self.owner.load(Ordering::Relaxed) {
+            x if x == Owner::App as u8 => Owner::App,
+            x if x == Owner::Shared as u8 => Owner::Shared,
+            _ => Owner::Pool,
+        }
     }
 
     /// Hand the buffer to the application as well: from now on it is
     /// never reused for other data (see [`Owner::Shared`]).
     pub(crate) fn share(&self) {
-        let mut owner = lock(&self.owner);
-        if *owner == Owner::Pool {
-            *owner = Owner::Shared;
-        }
+        // An app's own buffer stays the app's.
+        let _ = self.owner.compare_exchange(
+            Owner::Pool as u8,
+            Owner::Shared as u8,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -205,7 +214,7 @@ impl Context {
             buffer: Some(buffer),
             len,
             dtype,
-            owner: std::sync::Mutex::new(Owner::Pool),
+            owner: std::sync::atomic::AtomicU8::new(Owner::Pool as u8),
         })
     }
 
@@ -254,7 +263,7 @@ impl Context {
             buffer: Some(buffer),
             len: storage.len(),
             dtype,
-            owner: std::sync::Mutex::new(Owner::Pool),
+            owner: std::sync::atomic::AtomicU8::new(Owner::Pool as u8),
         })
     }
 

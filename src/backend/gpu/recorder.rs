@@ -146,11 +146,7 @@ impl Recorder {
                 layout: v.layout.clone(),
             });
         }
-        let up = self.ctx.upload(&v.storage)?;
-        Ok(Value {
-            storage: Arc::new(Storage::Gpu(up)),
-            layout: v.layout.clone(),
-        })
+        super::on_device(&self.ctx, v)
     }
 
     /// A slot holding one dispatch's parameters: (index into `uniforms`,

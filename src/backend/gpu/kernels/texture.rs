@@ -333,11 +333,3 @@ pub(crate) fn read(
         layout: Layout::contiguous(shape),
     })
 }
-
-/// A dense copy of `v` that no other tensor shares (for handing to the app).
-pub(crate) fn private_copy(ctx: &Arc<Context>, v: &Value) -> Result<Value> {
-    let mut rec = crate::backend::gpu::Recorder::new(ctx.clone())?;
-    let out = super::copy::dense_always(&mut rec, v)?;
-    rec.submit()?;
-    Ok(out)
-}
