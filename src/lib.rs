@@ -63,6 +63,6 @@ pub use ops::attention::AttentionOpts;
 pub use ops::conv::Conv2dOpts;
 pub use optim::{Adam, Optimizer, Parameter, Sgd};
 pub use schedule::anomaly::{detect_anomaly, set_detect_anomaly};
-pub use schedule::{last_realize_stats, profile, RealizeStats};
+pub use schedule::{last_realize_stats, profile, total_realize_stats, RealizeStats};
 pub use shape::MAX_ELEMENTS;
 pub use tensor::{default_device, manual_seed, no_grad, with_device, DType, Tensor};

@@ -87,8 +87,54 @@ pub struct RealizeStats {
     pub record_ns: u64,
 }
 
+const NO_STATS: RealizeStats = RealizeStats {
+    kernels: 0,
+    fused: 0,
+    inlined: 0,
+    fused_elements: 0,
+    dispatches: 0,
+    sessions: 0,
+    peak_bytes: 0,
+    record_ns: 0,
+};
+
 thread_local! {
-    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(RealizeStats { kernels: 0, fused: 0, inlined: 0, fused_elements: 0, dispatches: 0, sessions: 0, peak_bytes: 0, record_ns: 0 }) };
+    static LAST_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(NO_STATS) };
+    static TOTAL_STATS: std::cell::Cell<RealizeStats> = const { std::cell::Cell::new(NO_STATS) };
+}
+
+impl RealizeStats {
+    /// What happened between `earlier` (a [`total_realize_stats`]) and
+    /// this total; `peak_bytes` stays the total's (the largest so far).
+    pub fn since(&self, earlier: &RealizeStats) -> RealizeStats {
+        RealizeStats {
+            kernels: self.kernels - earlier.kernels,
+            fused: self.fused - earlier.fused,
+            inlined: self.inlined - earlier.inlined,
+            fused_elements: self.fused_elements - earlier.fused_elements,
+            dispatches: self.dispatches - earlier.dispatches,
+            sessions: self.sessions - earlier.sessions,
+            peak_bytes: self.peak_bytes,
+            record_ns: self.record_ns - earlier.record_ns,
+        }
+    }
+
+    fn add(&mut self, other: &RealizeStats) {
+        self.kernels += other.kernels;
+        self.fused += other.fused;
+        self.inlined += other.inlined;
+        self.fused_elements += other.fused_elements;
+        self.dispatches += other.dispatches;
+        self.sessions += other.sessions;
+        self.peak_bytes = self.peak_bytes.max(other.peak_bytes);
+        self.record_ns += other.record_ns;
+    }
+}
+
+/// Every realize on this thread so far, summed (the peak is the largest):
+/// a step of several realizes is `total_realize_stats().since(&before)`.
+pub fn total_realize_stats() -> RealizeStats {
+    TOTAL_STATS.with(|s| s.get())
 }
 
 /// Statistics of the last `realize` on this thread that had anything to
@@ -285,6 +331,11 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     stats.dispatches = sessions.dispatches;
     stats.sessions = sessions.finished;
     LAST_STATS.with(|s| s.set(stats));
+    TOTAL_STATS.with(|s| {
+        let mut total = s.get();
+        total.add(&stats);
+        s.set(total);
+    });
     let to_cache = run?;
     finished?;
     for (t, v) in to_cache {

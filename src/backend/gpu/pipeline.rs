@@ -24,11 +24,14 @@ pub(crate) enum Shader {
     Optim,
     Attention,
     Texture,
+    // Only the benchmark harness and the tests dispatch the probe.
+    #[cfg_attr(not(any(test, feature = "bench")), allow(dead_code))]
+    Probe,
 }
 
 impl Shader {
     #[cfg(test)]
-    pub(crate) const ALL: [Shader; 9] = [
+    pub(crate) const ALL: [Shader; 10] = [
         Shader::Copy,
         Shader::Fill,
         Shader::Reduce,
@@ -38,6 +41,7 @@ impl Shader {
         Shader::Optim,
         Shader::Attention,
         Shader::Texture,
+        Shader::Probe,
     ];
 
     pub(crate) fn file(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Shader {
             Shader::Optim => "optim.wgsl",
             Shader::Attention => "attention.wgsl",
             Shader::Texture => "texture.wgsl",
+            Shader::Probe => "probe.wgsl",
         }
     }
 
@@ -65,6 +70,7 @@ impl Shader {
             Shader::Optim => include_str!("../../../shaders/optim.wgsl"),
             Shader::Attention => include_str!("../../../shaders/attention.wgsl"),
             Shader::Texture => include_str!("../../../shaders/texture.wgsl"),
+            Shader::Probe => include_str!("../../../shaders/probe.wgsl"),
         }
     }
 }

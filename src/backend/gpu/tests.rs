@@ -5,7 +5,7 @@
 //! device: a kernel that fails to compile is a named error.
 
 use super::kernels::{
-    attention, copy, elementwise, fill, gemm, index, optim, pool2d, reduce, texture,
+    attention, copy, elementwise, fill, gemm, index, optim, pool2d, probe, reduce, texture,
 };
 use super::pipeline::{layout_mismatch, validate_wgsl, KernelParams, Shader};
 use crate::op::{BinaryOp, Op, UnaryOp};
@@ -172,6 +172,7 @@ fn parameter_structs_match_their_wgsl_structs() {
     same_layout::<optim::SgdParams>(Shader::Optim.source());
     same_layout::<attention::AttentionParams>(Shader::Attention.source());
     same_layout::<texture::TextureParams>(Shader::Texture.source());
+    same_layout::<probe::ProbeParams>(Shader::Probe.source());
     let emitted = elementwise::elementwise(
         &Program::single(Op::Unary(UnaryOp::Neg), 1),
         &[(DType::F32, &Layout::contiguous(&[3]))],
@@ -422,6 +423,38 @@ fn every_kernel_fits_the_limits_required_of_an_app_device() {
             assert!(
                 1 + storage + textures + sampled <= need.max_bindings_per_bind_group,
                 "{name}: bindings"
+            );
+        }
+    }
+}
+
+/// The FMA probe computes what its chains say (x <- 0.9999 x + 1e-4 from
+/// each invocation's start), so the benchmark's peak counts real work.
+#[test]
+fn the_fma_probe_computes_its_chains() {
+    let Some(ctx) = device() else { return };
+    let (invocations, iterations) = (512, 37);
+    let mut rec = super::Recorder::new(ctx).expect("recorder");
+    let sink = probe::fma_probe(&mut rec, invocations, iterations).expect("probe");
+    rec.submit().expect("submit");
+    let host = sink.to_host().expect("download");
+    let crate::backend::Storage::F32(got) = host.storage.as_ref() else {
+        panic!("f32 sink")
+    };
+    let steps = 4 * iterations as i32;
+    for i in [0usize, 1, 255, 256, 511] {
+        let s = (i & 1023) as f64 * 1e-6;
+        for lane in 0..4 {
+            let want: f64 = (0..8)
+                .map(|chain| {
+                    let start = s + 0.1 * lane as f64 + 0.01 * chain as f64;
+                    1.0 + (start - 1.0) * 0.9999f64.powi(steps)
+                })
+                .sum();
+            let g = got[i * 4 + lane] as f64;
+            assert!(
+                (g - want).abs() < 1e-3,
+                "invocation {i} lane {lane}: {g}, want {want}"
             );
         }
     }

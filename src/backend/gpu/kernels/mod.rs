@@ -9,6 +9,8 @@ pub(crate) mod gemm;
 pub(crate) mod index;
 pub(crate) mod optim;
 pub(crate) mod pool2d;
+#[cfg(any(test, feature = "bench"))]
+pub(crate) mod probe;
 pub(crate) mod reduce;
 pub(crate) mod texture;
 
