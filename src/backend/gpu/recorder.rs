@@ -259,6 +259,23 @@ impl Recorder {
         }
     }
 
+    /// Copy all of `src` into `dst` (same byte size), in order with the
+    /// dispatches: the copy-bandwidth probe of `shadergrad bench`.
+    #[cfg(feature = "bench")]
+    pub(crate) fn copy_whole(&mut self, src: &Value, dst: &Value) -> Result<()> {
+        let (Storage::Gpu(s), Storage::Gpu(d)) = (src.storage.as_ref(), dst.storage.as_ref())
+        else {
+            return Err(Error::param("copy", "internal: a host value was copied"));
+        };
+        let bytes = s.raw().size().min(d.raw().size());
+        if !self.held.iter().any(|h| Arc::ptr_eq(h, &src.storage)) {
+            self.held.push(src.storage.clone());
+        }
+        let encoder = self.encoder.as_mut().expect("present until submit");
+        encoder.copy_buffer_to_buffer(s.raw(), 0, d.raw(), 0, bytes);
+        Ok(())
+    }
+
     /// Submit everything recorded; report errors the device raised meanwhile.
     pub(crate) fn submit(mut self) -> Result<()> {
         self.unmap_uniforms();

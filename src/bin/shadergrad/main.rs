@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use shadergrad::data::{cifar10, Augment};
 use shadergrad::train::{self, TrainConfig};
-use shadergrad::{with_device, Device, Error, Result};
+use shadergrad::{with_device, Device, Result};
 
 #[derive(Parser)]
 #[command(
@@ -45,26 +45,34 @@ enum Command {
         #[command(subcommand)]
         what: SampleWhat,
     },
-    /// Benchmark kernels (GFLOP/s).
+    /// The benchmark harness: the device's peak, then each kernel's time,
+    /// GFLOP/s or GB/s, fraction of peak and host cost per dispatch, and
+    /// whole training steps; a table as results arrive.
     Bench {
-        /// Which kernels: all, matmul, conv, one convolution (conv1, conv2,
-        /// conv3), attention (fused vs unfused; not part of all), or step
-        /// (one seed-cnn training step: time, dispatches, submits, host
-        /// recording time per dispatch).
-        #[arg(default_value = "all")]
-        which: String,
-        /// Milliseconds to spend per kernel.
+        /// Entries: all (default), a group (matmul, conv, elementwise,
+        /// reduce, attention, step) or part of entries' names (resnet18,
+        /// seed-cnn, conv1, 512x512x512, ...).
+        kernels: Vec<String>,
+        /// Milliseconds to sample each entry for, after its warm-up.
         #[arg(long, default_value_t = 1000)]
         ms: u64,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
+        /// Also write the report as JSON (stable schema) to FILE, after every entry.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Print each entry's ratio against an earlier report (ours or a
+        /// peer's from benches/peers/bench_torch.py), matched by name.
+        #[arg(long, value_name = "FILE")]
+        compare: Option<PathBuf>,
         /// auto, cpu, gpu or gpu:N (also $SHADERGRAD_DEVICE).
         #[arg(long, env = "SHADERGRAD_DEVICE", default_value = "auto")]
         device: String,
-        /// Square matmul sizes (default: 256,512,1024; on a hardware GPU 1024,2048,4096).
+        /// Square matmul sizes, from which the other matmul shapes scale
+        /// (default: 256,...,4096; on a software GPU 128,256,512).
         #[arg(long, value_delimiter = ',')]
         sizes: Vec<usize>,
+        /// Every entry at a tiny shape: checks the harness in seconds.
+        #[arg(long)]
+        tiny: bool,
     },
     /// Classify image files with an image classifier's checkpoint: the top classes.
     Predict(images::PredictArgs),
@@ -277,12 +285,22 @@ fn main() -> ExitCode {
             what: SampleWhat::Gan(a),
         } => gan::sample(a),
         Command::Bench {
-            which,
+            kernels,
             ms,
             json,
+            compare,
             device,
             sizes,
-        } => bench(&which, ms, json, &device, &sizes),
+            tiny,
+        } => bench(BenchArgs {
+            kernels,
+            ms,
+            json,
+            compare,
+            device,
+            sizes,
+            tiny,
+        }),
         Command::Devices => {
             print!("{}", shadergrad::devices_report());
             Ok(())
@@ -397,63 +415,51 @@ fn eval_on(a: EvalArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-fn bench(which: &str, ms: u64, json: bool, device: &str, sizes: &[usize]) -> Result<()> {
-    if ![
-        "all",
-        "matmul",
-        "conv",
-        "conv1",
-        "conv2",
-        "conv3",
-        "attention",
-        "step",
-    ]
-    .contains(&which)
-    {
-        return Err(Error::param(
-            "bench",
-            format!("unknown kernel set {which:?}; use all, matmul, conv, conv1/conv2/conv3, attention or step"),
-        ));
-    }
-    let device = choose_device(device)?;
-    let budget = Duration::from_millis(ms);
-    if which == "step" {
-        print!("{}", shadergrad::bench::train_step(device, budget)?.line());
-        return Ok(());
-    }
-    let software = device.describe().ends_with("Cpu");
-    let results = match &device {
-        _ if which == "attention" => shadergrad::bench::attention(
-            &device,
-            budget,
-            &shadergrad::bench::attention_shapes(software),
-        )?,
-        Device::Cpu => {
-            let keep = |name: &str| which == "all" || name.starts_with(which);
-            shadergrad::bench::cpu_kernels(budget, keep)?
-        }
-        Device::Gpu(_) => {
-            let sizes = if !sizes.is_empty() {
-                sizes.to_vec()
-            } else if software {
-                vec![256, 512, 1024]
-            } else {
-                vec![1024, 2048, 4096]
-            };
-            let mut r = Vec::new();
-            if which == "all" || which == "matmul" {
-                r.extend(shadergrad::bench::gpu_matmul(&device, budget, &sizes)?);
-            }
-            if which != "matmul" {
-                let keep = |name: &str| which == "all" || name.starts_with(which);
-                r.extend(shadergrad::bench::gpu_convs(&device, budget, keep)?);
-            }
-            r
-        }
+struct BenchArgs {
+    kernels: Vec<String>,
+    ms: u64,
+    json: Option<PathBuf>,
+    compare: Option<PathBuf>,
+    device: String,
+    sizes: Vec<usize>,
+    tiny: bool,
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    use shadergrad::bench;
+    let against = a.compare.as_deref().map(bench::load).transpose()?;
+    let device = choose_device(&a.device)?;
+    let opts = bench::Options {
+        device,
+        budget: Duration::from_millis(a.ms),
+        sizes: a.sizes,
+        filters: a.kernels,
+        tiny: a.tiny,
     };
-    print!(
-        "{}",
-        shadergrad::bench::report_on(&results, json, &device.describe())
-    );
+    let (mut header, mut shown) = (false, 0);
+    let report = bench::run(&opts, |report| {
+        if !header {
+            print!("{}", bench::table_header(report, against.as_ref()));
+            header = true;
+        }
+        for e in &report.entries[shown..] {
+            print!("{}", bench::table_row(e, against.as_ref()));
+        }
+        shown = report.entries.len();
+        // Saved after every entry: a run cut short keeps what it measured.
+        if let Some(path) = &a.json {
+            bench::save(report, path)?;
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        Ok(())
+    })?;
+    if let Some(path) = &a.json {
+        eprintln!(
+            "report: {} ({} entries)",
+            path.display(),
+            report.entries.len()
+        );
+    }
     Ok(())
 }

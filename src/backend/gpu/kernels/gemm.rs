@@ -182,7 +182,7 @@ pub(crate) enum MatmulKernel {
 }
 
 impl MatmulKernel {
-    #[cfg(any(feature = "bench", test))]
+    #[cfg(test)]
     pub(crate) const ALL: [MatmulKernel; 3] = [
         MatmulKernel::Naive,
         MatmulKernel::Tiled,
