@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::device::Context;
+use super::kernels::elementwise::Signature;
 use super::lock;
 use crate::{Error, Result};
 
@@ -133,14 +134,25 @@ enum Key {
         /// (name, value bits) of the override constants.
         constants: Vec<(&'static str, u64)>,
     },
-    /// An emitted kernel, by its text.
+    /// A kernel by its text (the compile-error test's).
+    #[cfg(test)]
     Generated(String),
+    /// A fused elementwise kernel, by what its text depends on.
+    Fused(Signature),
+}
+
+/// A compute pipeline and its bind group layout, fetched once (asking the
+/// pipeline for it on every dispatch costs a lookup inside wgpu).
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
 }
 
 /// Pipelines and shader modules of one device.
 #[derive(Default)]
 pub(crate) struct Cache {
-    pipelines: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<Key, Arc<Pipeline>>>,
     modules: Mutex<HashMap<Key, wgpu::ShaderModule>>,
 }
 
@@ -151,7 +163,7 @@ impl Context {
         shader: Shader,
         entry: &'static str,
         constants: &[(&'static str, f64)],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    ) -> Result<Arc<Pipeline>> {
         let key = Key::File {
             shader,
             entry,
@@ -172,21 +184,29 @@ impl Context {
         )
     }
 
-    /// The pipeline of an emitted kernel (entry `main`).
-    pub(crate) fn generated_pipeline(
-        &self,
-        label: &str,
-        source: &str,
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    /// The pipeline of a kernel's text (entry `main`).
+    #[cfg(test)]
+    pub(crate) fn generated_pipeline(&self, label: &str, source: &str) -> Result<Arc<Pipeline>> {
         let key = Key::Generated(source.to_string());
         if let Some(p) = lock(&self.pipelines.pipelines).get(&key) {
             return Ok(p.clone());
         }
-        // Debug builds (the tests) also run naga's validator on every
-        // generated kernel themselves, so an emitter bug names the source.
-        #[cfg(debug_assertions)]
-        validate_wgsl(label, source)?;
         self.build(key.clone(), key, label, source, "main", &[])
+    }
+
+    /// The pipeline of a fused elementwise kernel: its text is emitted only
+    /// the first time its signature is seen.
+    pub(crate) fn fused_pipeline(&self, signature: &Signature) -> Result<Arc<Pipeline>> {
+        let key = Key::Fused(signature.clone());
+        if let Some(p) = lock(&self.pipelines.pipelines).get(&key) {
+            return Ok(p.clone());
+        }
+        let source = signature.source();
+        // Debug builds (the tests) run naga's validator on every emitted
+        // kernel themselves, so an emitter bug names the source.
+        #[cfg(debug_assertions)]
+        validate_wgsl("fused elementwise", &source)?;
+        self.build(key.clone(), key, "fused elementwise", &source, "main", &[])
     }
 
     fn build(
@@ -197,7 +217,7 @@ impl Context {
         source: &str,
         entry: &str,
         constants: &[(&'static str, f64)],
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    ) -> Result<Arc<Pipeline>> {
         if let Some(p) = lock(&self.pipelines.pipelines).get(&key) {
             return Ok(p.clone());
         }
@@ -232,7 +252,8 @@ impl Context {
                 self.name
             )));
         }
-        let p = Arc::new(pipeline);
+        let layout = pipeline.get_bind_group_layout(0);
+        let p = Arc::new(Pipeline { pipeline, layout });
         lock(&self.pipelines.pipelines).insert(key, p.clone());
         Ok(p)
     }

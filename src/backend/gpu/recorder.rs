@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::device::{gl_turn, Context, GlTurnGuard};
-use super::pipeline::KernelParams;
+use super::pipeline::{KernelParams, Pipeline};
 use super::pool::size_class;
 use super::{lock, to_host};
 use crate::backend::{Storage, Value};
@@ -34,6 +34,11 @@ pub(crate) enum Bind<'a> {
 pub(crate) struct Recorder {
     pub(crate) ctx: Arc<Context>,
     encoder: Option<wgpu::CommandEncoder>,
+    /// The compute pass every dispatch goes into, open until a command
+    /// outside passes (a clear, a copy) or the submit: one pass per
+    /// recording rather than one per dispatch. It locks the encoder while
+    /// open, which `end_pass` releases.
+    pass: Option<wgpu::ComputePass<'static>>,
     /// Storage this encoder binds, held until submit (see the module doc);
     /// an entry nobody else holds is free for later dispatches of this encoder.
     held: Vec<Arc<Storage>>,
@@ -63,6 +68,7 @@ impl Recorder {
         Ok(Recorder {
             ctx,
             encoder: Some(encoder),
+            pass: None,
             held: Vec::new(),
             dispatches: 0,
             uniforms: Vec::new(),
@@ -193,14 +199,13 @@ impl Recorder {
     /// `binds` at bindings 1.., over `groups` workgroups.
     pub(crate) fn dispatch<P: KernelParams>(
         &mut self,
-        pipeline: &wgpu::ComputePipeline,
+        pipeline: &Pipeline,
         params: &P,
         binds: &[Bind<'_>],
         groups: (u32, u32, u32),
     ) -> Result<()> {
         let bytes = bytemuck::bytes_of(params);
         let (uniform, offset) = self.uniform_slot(bytes)?;
-        let layout = pipeline.get_bind_group_layout(0);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -226,7 +231,7 @@ impl Recorder {
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
-                layout: &layout,
+                layout: &pipeline.layout,
                 entries: &entries,
             });
         // Outputs are already held (`output`); inputs are held from here on.
@@ -237,23 +242,35 @@ impl Recorder {
                 }
             }
         }
-        let encoder = self.encoder.as_mut().expect("present until submit");
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        }
+        let pass = match &mut self.pass {
+            Some(pass) => pass,
+            None => {
+                let encoder = self.encoder.as_mut().expect("present until submit");
+                let pass = encoder
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    })
+                    .forget_lifetime();
+                self.pass.insert(pass)
+            }
+        };
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         self.dispatches += 1;
         Ok(())
+    }
+
+    /// Close the open compute pass, unlocking the encoder.
+    fn end_pass(&mut self) {
+        self.pass = None;
     }
 
     /// Zero a buffer (recorded in order with the dispatches).
     pub(crate) fn clear(&mut self, v: &Value) {
         if let Storage::Gpu(b) = v.storage.as_ref() {
+            self.end_pass();
             let encoder = self.encoder.as_mut().expect("present until submit");
             encoder.clear_buffer(b.raw(), 0, None);
         }
@@ -271,6 +288,7 @@ impl Recorder {
         if !self.held.iter().any(|h| Arc::ptr_eq(h, &src.storage)) {
             self.held.push(src.storage.clone());
         }
+        self.end_pass();
         let encoder = self.encoder.as_mut().expect("present until submit");
         encoder.copy_buffer_to_buffer(s.raw(), 0, d.raw(), 0, bytes);
         Ok(())
@@ -278,6 +296,7 @@ impl Recorder {
 
     /// Submit everything recorded; report errors the device raised meanwhile.
     pub(crate) fn submit(mut self) -> Result<()> {
+        self.end_pass();
         self.unmap_uniforms();
         let encoder = self.encoder.take().expect("present until submit");
         self.ctx.queue.submit([encoder.finish()]);
@@ -324,6 +343,7 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         // An abandoned recording (an error midway) still submits what it
         // has, so buffers return to the pool in a consistent order.
+        self.end_pass();
         if let Some(encoder) = self.encoder.take() {
             self.unmap_uniforms();
             self.ctx.queue.submit([encoder.finish()]);

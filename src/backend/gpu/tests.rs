@@ -179,8 +179,8 @@ fn parameter_structs_match_their_wgsl_structs() {
         &[3],
     )
     .expect("emits");
-    same_layout::<elementwise::ElementwiseParams>(&emitted.source);
-    same_layout::<elementwise::Operand>(&emitted.source);
+    same_layout::<elementwise::ElementwiseParams>(&emitted.signature.source());
+    same_layout::<elementwise::Operand>(&emitted.signature.source());
 }
 
 #[test]
@@ -275,7 +275,10 @@ fn emitted_kernels_validate_with_naga() {
     ));
     for (i, (program, leaves)) in programs.iter().enumerate() {
         let kernel = elementwise::elementwise(program, leaves, &shape).expect("emits");
-        validate(&format!("emitted kernel {i} ({program:?})"), &kernel.source);
+        validate(
+            &format!("emitted kernel {i} ({program:?})"),
+            &kernel.signature.source(),
+        );
     }
 }
 

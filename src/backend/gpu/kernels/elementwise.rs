@@ -62,10 +62,29 @@ struct ElementwiseParams {
 /// A generated kernel and the parameters of one launch.
 #[derive(Debug)]
 pub(crate) struct Kernel {
-    pub source: String,
+    pub signature: Signature,
     pub params: ElementwiseParams,
     pub out_dtype: DType,
     pub n: usize,
+}
+
+/// Everything a generated kernel's text depends on, and so the key of its
+/// pipeline: a dispatch whose pipeline is cached emits no text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Signature {
+    /// Each leaf's type and how it is read.
+    leaves: Vec<(DType, Access)>,
+    /// Each instruction and the slots it reads.
+    instrs: Vec<(ElemOp, Vec<usize>)>,
+}
+
+/// The elementwise ops a program may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ElemOp {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Where,
+    Cast(DType),
 }
 
 /// Helpers every generated kernel may call. Guards make the edge cases
@@ -130,7 +149,7 @@ fn wgsl_type(d: DType) -> &'static str {
 }
 
 /// How a leaf is read.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Access {
     Dense,
     Scalar,
@@ -194,82 +213,13 @@ pub(crate) fn elementwise(
         slot.strides = words8(&l.strides).ok_or_else(too_big)?;
     }
 
-    // Types of every slot, then the code.
-    let mut types: Vec<DType> = leaves.iter().map(|l| l.0).collect();
-    let mut body = String::new();
-    for (k, a) in access.iter().enumerate() {
-        let index = match a {
-            Access::Dense => format!("i + params.operands[{k}].offset"),
-            Access::Scalar => format!("params.operands[{k}].offset"),
-            Access::Strided => format!("offset_of(i, {k}u)"),
-        };
-        let _ = writeln!(body, "    let v{k} = in{k}[{index}];");
-    }
-    let f = |types: &[DType], s: usize| match types[s] {
-        DType::F32 => format!("v{s}"),
-        DType::I32 => format!("f32(v{s})"),
-    };
-    for (j, ins) in program.instrs.iter().enumerate() {
-        let slot = program.leaves + j;
-        let a = |k: usize| ins.args[k];
-        let (ty, expr) = match &ins.op {
-            Op::Unary(u) => {
-                let x = f(&types, a(0));
-                let e = match u {
-                    UnaryOp::Neg => format!("-{x}"),
-                    UnaryOp::Exp => format!("exp({x})"),
-                    UnaryOp::Log => format!("log_f({x})"),
-                    UnaryOp::Sqrt => format!("sqrt_f({x})"),
-                    UnaryOp::Recip => format!("1.0 / {x}"),
-                    UnaryOp::Sin => format!("sin({x})"),
-                    UnaryOp::Tanh => format!("tanh_f({x})"),
-                    UnaryOp::Erf => format!("erf_f({x})"),
-                };
-                (DType::F32, e)
-            }
-            Op::Binary(b) if types[a(0)] == DType::I32 && types[a(1)] == DType::I32 => {
-                let (x, y) = (format!("v{}", a(0)), format!("v{}", a(1)));
-                match b {
-                    BinaryOp::Add => (DType::I32, format!("{x} + {y}")),
-                    BinaryOp::Mul => (DType::I32, format!("{x} * {y}")),
-                    BinaryOp::Max => (DType::I32, format!("max({x}, {y})")),
-                    BinaryOp::Pow => (DType::I32, format!("i32(pow_f(f32({x}), f32({y})))")),
-                    BinaryOp::CmpLt => (DType::F32, format!("select(0.0, 1.0, {x} < {y})")),
-                    BinaryOp::CmpEq => (DType::F32, format!("select(0.0, 1.0, {x} == {y})")),
-                }
-            }
-            Op::Binary(b) => {
-                let (x, y) = (f(&types, a(0)), f(&types, a(1)));
-                let e = match b {
-                    BinaryOp::Add => format!("{x} + {y}"),
-                    BinaryOp::Mul => format!("{x} * {y}"),
-                    BinaryOp::Max => format!("max_f({x}, {y})"),
-                    BinaryOp::Pow => format!("pow_f({x}, {y})"),
-                    BinaryOp::CmpLt => format!("select(0.0, 1.0, {x} < {y})"),
-                    BinaryOp::CmpEq => format!("select(0.0, 1.0, {x} == {y})"),
-                };
-                (DType::F32, e)
-            }
-            Op::Where => {
-                let c = f(&types, a(0));
-                if types[a(1)] == DType::I32 && types[a(2)] == DType::I32 {
-                    (
-                        DType::I32,
-                        format!("select(v{}, v{}, {c} != 0.0)", a(2), a(1)),
-                    )
-                } else {
-                    let (x, y) = (f(&types, a(1)), f(&types, a(2)));
-                    (DType::F32, format!("select({y}, {x}, {c} != 0.0)"))
-                }
-            }
-            Op::Cast(to) => {
-                let e = match (types[a(0)], to) {
-                    (DType::F32, DType::I32) => format!("i32(v{})", a(0)),
-                    (DType::I32, DType::F32) => format!("f32(v{})", a(0)),
-                    _ => format!("v{}", a(0)),
-                };
-                (*to, e)
-            }
+    let mut instrs = Vec::with_capacity(program.instrs.len());
+    for ins in &program.instrs {
+        let op = match &ins.op {
+            Op::Unary(u) => ElemOp::Unary(*u),
+            Op::Binary(b) => ElemOp::Binary(*b),
+            Op::Where => ElemOp::Where,
+            Op::Cast(to) => ElemOp::Cast(*to),
             other => {
                 return Err(Error::param(
                     "fused elementwise",
@@ -277,67 +227,169 @@ pub(crate) fn elementwise(
                 ))
             }
         };
-        let _ = writeln!(body, "    let v{slot} = {expr};");
-        types.push(ty);
+        instrs.push((op, ins.args.clone()));
     }
-    let last = types.len() - 1;
-    let out_dtype = types[last];
-    let _ = writeln!(body, "    out[i] = v{last};");
+    let signature = Signature {
+        leaves: leaves.iter().map(|l| l.0).zip(access).collect(),
+        instrs,
+    };
+    let out_dtype = signature.out_dtype();
+    Ok(Kernel {
+        signature,
+        params,
+        out_dtype,
+        n,
+    })
+}
 
-    let mut src = String::new();
-    let _ = writeln!(
-        src,
-        "// Generated by shadergrad's elementwise emitter.\nconst WORKGROUP: u32 = {WORKGROUP}u;\n{PARAMS_WGSL}\n@group(0) @binding(0) var<uniform> params: ElementwiseParams;"
-    );
-    let _ = writeln!(
-        src,
-        "@group(0) @binding(1) var<storage, read_write> out: array<{}>;",
-        wgsl_type(out_dtype)
-    );
-    for (k, l) in leaves.iter().enumerate() {
+impl Signature {
+    /// The type of every slot: the leaves', then each instruction's.
+    fn slot_types(&self) -> Vec<DType> {
+        let mut types: Vec<DType> = self.leaves.iter().map(|l| l.0).collect();
+        for (op, args) in &self.instrs {
+            let int = |k: usize| types[args[k]] == DType::I32;
+            let ty = match op {
+                ElemOp::Unary(_) => DType::F32,
+                ElemOp::Binary(BinaryOp::CmpLt | BinaryOp::CmpEq) => DType::F32,
+                ElemOp::Binary(_) if int(0) && int(1) => DType::I32,
+                ElemOp::Binary(_) => DType::F32,
+                ElemOp::Where if int(1) && int(2) => DType::I32,
+                ElemOp::Where => DType::F32,
+                ElemOp::Cast(to) => *to,
+            };
+            types.push(ty);
+        }
+        types
+    }
+
+    fn out_dtype(&self) -> DType {
+        *self.slot_types().last().unwrap_or(&DType::F32)
+    }
+
+    /// The kernel's WGSL text.
+    pub(crate) fn source(&self) -> String {
+        let types = self.slot_types();
+        let mut body = String::new();
+        for (k, (_, access)) in self.leaves.iter().enumerate() {
+            let index = match access {
+                Access::Dense => format!("i + params.operands[{k}].offset"),
+                Access::Scalar => format!("params.operands[{k}].offset"),
+                Access::Strided => format!("offset_of(i, {k}u)"),
+            };
+            let _ = writeln!(body, "    let v{k} = in{k}[{index}];");
+        }
+        let f = |s: usize| match types[s] {
+            DType::F32 => format!("v{s}"),
+            DType::I32 => format!("f32(v{s})"),
+        };
+        let v = |s: usize| format!("v{s}");
+        for (j, (op, args)) in self.instrs.iter().enumerate() {
+            let slot = self.leaves.len() + j;
+            let a = |k: usize| args[k];
+            let expr = match op {
+                ElemOp::Unary(u) => {
+                    let x = f(a(0));
+                    match u {
+                        UnaryOp::Neg => format!("-{x}"),
+                        UnaryOp::Exp => format!("exp({x})"),
+                        UnaryOp::Log => format!("log_f({x})"),
+                        UnaryOp::Sqrt => format!("sqrt_f({x})"),
+                        UnaryOp::Recip => format!("1.0 / {x}"),
+                        UnaryOp::Sin => format!("sin({x})"),
+                        UnaryOp::Tanh => format!("tanh_f({x})"),
+                        UnaryOp::Erf => format!("erf_f({x})"),
+                    }
+                }
+                ElemOp::Binary(b) if types[a(0)] == DType::I32 && types[a(1)] == DType::I32 => {
+                    let (x, y) = (v(a(0)), v(a(1)));
+                    match b {
+                        BinaryOp::Add => format!("{x} + {y}"),
+                        BinaryOp::Mul => format!("{x} * {y}"),
+                        BinaryOp::Max => format!("max({x}, {y})"),
+                        BinaryOp::Pow => format!("i32(pow_f(f32({x}), f32({y})))"),
+                        BinaryOp::CmpLt => format!("select(0.0, 1.0, {x} < {y})"),
+                        BinaryOp::CmpEq => format!("select(0.0, 1.0, {x} == {y})"),
+                    }
+                }
+                ElemOp::Binary(b) => {
+                    let (x, y) = (f(a(0)), f(a(1)));
+                    match b {
+                        BinaryOp::Add => format!("{x} + {y}"),
+                        BinaryOp::Mul => format!("{x} * {y}"),
+                        BinaryOp::Max => format!("max_f({x}, {y})"),
+                        BinaryOp::Pow => format!("pow_f({x}, {y})"),
+                        BinaryOp::CmpLt => format!("select(0.0, 1.0, {x} < {y})"),
+                        BinaryOp::CmpEq => format!("select(0.0, 1.0, {x} == {y})"),
+                    }
+                }
+                ElemOp::Where if types[slot] == DType::I32 => {
+                    format!("select(v{}, v{}, {} != 0.0)", a(2), a(1), f(a(0)))
+                }
+                ElemOp::Where => {
+                    format!("select({}, {}, {} != 0.0)", f(a(2)), f(a(1)), f(a(0)))
+                }
+                ElemOp::Cast(to) => match (types[a(0)], to) {
+                    (DType::F32, DType::I32) => format!("i32(v{})", a(0)),
+                    (DType::I32, DType::F32) => format!("f32(v{})", a(0)),
+                    _ => v(a(0)),
+                },
+            };
+            let _ = writeln!(body, "    let v{slot} = {expr};");
+        }
+        let last = types.len() - 1;
+        let _ = writeln!(body, "    out[i] = v{last};");
+
+        let mut src = String::new();
         let _ = writeln!(
             src,
-            "@group(0) @binding({}) var<storage, read> in{k}: array<{}>;",
-            k + 2,
-            wgsl_type(l.0)
+            "// Generated by shadergrad's elementwise emitter.\nconst WORKGROUP: u32 = {WORKGROUP}u;\n{PARAMS_WGSL}\n@group(0) @binding(0) var<uniform> params: ElementwiseParams;"
         );
-    }
-    src += PRELUDE;
-    if access.contains(&Access::Strided) {
         let _ = writeln!(
+            src,
+            "@group(0) @binding(1) var<storage, read_write> out: array<{}>;",
+            wgsl_type(types[last])
+        );
+        for (k, (ty, _)) in self.leaves.iter().enumerate() {
+            let _ = writeln!(
+                src,
+                "@group(0) @binding({}) var<storage, read> in{k}: array<{}>;",
+                k + 2,
+                wgsl_type(*ty)
+            );
+        }
+        src += PRELUDE;
+        if self.leaves.iter().any(|l| l.1 == Access::Strided) {
+            src += STRIDED_OFFSET;
+        }
+        let _ = write!(
             src,
             r#"
-// Buffer offset of output element i for operand k.
-fn offset_of(i: u32, k: u32) -> u32 {{
-    var rem = i;
-    var off = params.operands[k].offset;
-    for (var d = i32(params.rank) - 1; d >= 0; d--) {{
-        let du = u32(d);
-        let size = shape(du);
-        off += (rem % size) * params.operands[k].strides[du >> 2u][du & 3u];
-        rem /= size;
-    }}
-    return off;
-}}"#
-        );
-    }
-    let _ = write!(
-        src,
-        r#"
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{
     let i = flat_index(gid, groups);
     if (i >= params.n) {{ return; }}
 {body}}}
 "#
-    );
-    Ok(Kernel {
-        source: src,
-        params,
-        out_dtype,
-        n,
-    })
+        );
+        src
+    }
 }
+
+/// The offset helper of kernels with a strided leaf.
+const STRIDED_OFFSET: &str = r#"
+// Buffer offset of output element i for operand k.
+fn offset_of(i: u32, k: u32) -> u32 {
+    var rem = i;
+    var off = params.operands[k].offset;
+    for (var d = i32(params.rank) - 1; d >= 0; d--) {
+        let du = u32(d);
+        let size = shape(du);
+        off += (rem % size) * params.operands[k].strides[du >> 2u][du & 3u];
+        rem /= size;
+    }
+    return off;
+}
+"#;
 
 /// One elementwise program (a single op or a fused chain) as one dispatch.
 pub(crate) fn fused(
@@ -357,9 +409,7 @@ pub(crate) fn fused(
     let kernel = elementwise(program, &leaves, shape)?;
     let out = rec.output("elementwise", kernel.n, kernel.out_dtype)?;
     if kernel.n > 0 {
-        let pipeline = rec
-            .ctx
-            .generated_pipeline("fused elementwise", &kernel.source)?;
+        let pipeline = rec.ctx.fused_pipeline(&kernel.signature)?;
         let mut binds = vec![Bind::Write(&out)];
         binds.extend(inputs.iter().map(Bind::Read));
         rec.dispatch(&pipeline, &kernel.params, &binds, grid(kernel.n, WORKGROUP))?;

@@ -6,7 +6,7 @@ use super::copy::dense;
 use super::reduce::reduce;
 use super::with_shape;
 use crate::backend::gpu::lock;
-use crate::backend::gpu::pipeline::{kernel_params, Shader};
+use crate::backend::gpu::pipeline::{kernel_params, Pipeline, Shader};
 use crate::backend::gpu::recorder::{Bind, Recorder, MAX_GROUPS};
 use crate::backend::Value;
 use crate::op::{ConvGeom, ReduceOp};
@@ -80,7 +80,7 @@ impl GemmMode {
 /// splitting x and z beyond the per-dimension workgroup limit.
 fn dispatch_tiles(
     rec: &mut Recorder,
-    pipeline: &wgpu::ComputePipeline,
+    pipeline: &Pipeline,
     params: &mut GemmParams,
     binds: &[Bind<'_>],
     tiles: (usize, usize, usize),

@@ -191,7 +191,7 @@ pub(crate) fn write(
     submit_one(ctx, "write_texture", |encoder| {
         let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("write_texture"),
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &pipeline.layout,
             entries: &[
                 wgpu::BindGroupEntry {
                     binding: 0,
@@ -207,7 +207,7 @@ pub(crate) fn write(
                 },
             ],
         });
-        dispatch(encoder, &pipeline, &group, grid);
+        dispatch(encoder, &pipeline.pipeline, &group, grid);
         Ok(())
     })
 }
