@@ -6,6 +6,9 @@ use super::{f32_data, PAR_MIN};
 use crate::backend::{Storage, Value};
 use crate::op::ReduceOp;
 
+/// Elements per parallel chunk of one long reduced run.
+const RUN_CHUNK: usize = 1 << 16;
+
 /// The f64 sum of `run` in 8 independent lanes, combined in a fixed order:
 /// a serial chain of f64 adds waits on each add's latency, lanes vectorise.
 fn sum_lanes(run: &[f32]) -> f64 {
@@ -105,10 +108,17 @@ fn reduce_dense(op: ReduceOp, axes: &[usize], data: &[f32], shape: &[usize]) -> 
                 rem /= outer[i].0;
             }
             let run = &data[r * inner..(r + 1) * inner];
-            if inner_reduced && op == ReduceOp::Sum {
-                out[base] += sum_lanes(run);
+            let fold_run = |run: &[f32]| match op {
+                ReduceOp::Sum => sum_lanes(run),
+                ReduceOp::Max => run.iter().fold(init, |a, &v| fold(a, v)),
+            };
+            if inner_reduced && run.len() >= 2 * RUN_CHUNK {
+                // A long run (a full reduction) is folded in fixed chunks
+                // on every thread, then combined in order: deterministic.
+                let chunks: Vec<f64> = run.par_chunks(RUN_CHUNK).map(fold_run).collect();
+                out[base] = chunks.into_iter().fold(out[base], combine);
             } else if inner_reduced {
-                out[base] = run.iter().fold(out[base], |a, &v| fold(a, v));
+                out[base] = combine(out[base], fold_run(run));
             } else {
                 for (o, &v) in out[base..base + inner].iter_mut().zip(run) {
                     *o = fold(*o, v);
@@ -209,5 +219,21 @@ mod tests {
         let mut run = vec![1e-3f32; 100];
         run[50] = 1e7;
         assert!((sum_lanes(&run) - (1e7 + 99.0 * 1e-3f32 as f64)).abs() < 1e-6);
+    }
+
+    /// A full reduction long enough to be folded in parallel chunks, with
+    /// a ragged last chunk: the sum is exact, the max finds the one large
+    /// value and a NaN anywhere wins.
+    #[test]
+    fn a_long_full_reduction_folds_in_chunks() {
+        let n = 5 * RUN_CHUNK + 13;
+        let mut data: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+        let want: f64 = data.iter().map(|&v| v as f64).sum();
+        let sum = reduce_dense(ReduceOp::Sum, &[0], &data, &[n]);
+        assert_eq!(sum, vec![want as f32]);
+        data[3 * RUN_CHUNK + 5] = 100.0;
+        assert_eq!(reduce_dense(ReduceOp::Max, &[0], &data, &[n]), vec![100.0]);
+        data[n - 1] = f32::NAN;
+        assert!(reduce_dense(ReduceOp::Max, &[0], &data, &[n])[0].is_nan());
     }
 }
