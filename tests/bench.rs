@@ -15,7 +15,7 @@ use shadergrad::Result;
 /// breaks readers of earlier files and the peers' writers, so it must be
 /// a new `bench::SCHEMA`, and this list changes with it.
 const REPORT_FIELDS: [&str; 6] = ["device", "entries", "peak", "schema", "timing", "tool"];
-const ENTRY_FIELDS: [&str; 15] = [
+const ENTRY_FIELDS: [&str; 16] = [
     "dispatches",
     "dtype",
     "fraction_of_peak",
@@ -31,6 +31,7 @@ const ENTRY_FIELDS: [&str; 15] = [
     "samples",
     "shape",
     "submits",
+    "waits",
 ];
 
 fn tiny_report() -> Result<Report> {
@@ -101,6 +102,8 @@ fn every_entry_is_measured() -> Result<()> {
         // The step's realize submits once; the GAN's two realizes twice.
         assert_eq!(step("step seed-cnn b2").submits, Some(1));
         assert_eq!(step("step dcgan w4 b2").submits, Some(2));
+        // The seed step reads its loss and accuracy count back.
+        assert!(step("step seed-cnn b2").waits.is_some_and(|w| w >= 1));
     }
     assert!(step("step seed-cnn b2").peak_bytes.is_some_and(|p| p > 0));
     Ok(())

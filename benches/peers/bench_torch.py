@@ -250,7 +250,7 @@ def main():
             "gflops": flops / median / 1e9 if flops else None,
             "gbs": bytes_moved / median / 1e9 if bytes_moved else None,
             "fraction_of_peak": None, "dispatches": None, "host_us_per_dispatch": None,
-            "submits": None, "peak_bytes": peak_bytes})
+            "submits": None, "waits": None, "peak_bytes": peak_bytes})
         print(f"{e['name']:<64} {e['median_s'] * 1e3:10.3f} {median * 1e3:10.3f} "
               f"{median / e['median_s']:6.2f}x", flush=True)
         if args.out:  # after every entry, so a run cut short keeps what it measured

@@ -712,6 +712,7 @@ fn seed_cnn_step(opts: &Options, batch: usize, entry: &mut Entry) -> Result<()> 
         set_timing(entry, t);
         let step = median_step(&mut steps);
         launch_figures(entry, &step);
+        entry.waits = Some(step.waits);
         entry.peak_bytes = Some(step.peak_bytes);
         Ok(())
     })
@@ -749,7 +750,9 @@ fn dcgan_step(opts: &Options, batch: usize, width: usize, entry: &mut Entry) -> 
             Ok(t.elapsed().as_secs_f64())
         })?;
         set_timing(entry, t);
-        launch_figures(entry, &median_step(&mut steps));
+        let step = median_step(&mut steps);
+        launch_figures(entry, &step);
+        entry.waits = Some(step.waits);
         Ok(())
     })
 }

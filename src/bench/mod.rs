@@ -92,8 +92,10 @@ pub struct Entry {
     pub dispatches: Option<usize>,
     /// Host microseconds to record one dispatch (GPU).
     pub host_us_per_dispatch: Option<f64>,
-    /// Submits per call (GPU steps).
+    /// Submits of recorded work per call (GPU).
     pub submits: Option<usize>,
+    /// Blocking waits for the device per call (GPU steps: read-backs).
+    pub waits: Option<usize>,
     /// Most bytes of intermediate results alive at once, where measured.
     pub peak_bytes: Option<usize>,
 }
@@ -362,13 +364,14 @@ pub fn table_header(report: &Report, against: Option<&Report>) -> String {
         ));
     }
     s.push_str(&format!(
-        "{:<64} {:>10} {:>13} {:>10} {:>6} {:>9}{}\n",
+        "{:<64} {:>10} {:>13} {:>10} {:>6} {:>9} {:>10}{}\n",
         "entry",
         "ms",
         "spread ms",
         "rate",
         "peak",
         "host us",
+        "disp/sub/w",
         if against.is_some() {
             format!(" {:>10} {:>7}", "their ms", "ratio")
         } else {
@@ -391,14 +394,20 @@ pub fn table_row(e: &Entry, against: Option<&Report>) -> String {
     let host = e
         .host_us_per_dispatch
         .map_or(String::new(), |h| format!("{h:.1}"));
+    let launches = match (e.dispatches, e.submits, e.waits) {
+        (Some(d), Some(s), Some(w)) => format!("{d}/{s}/{w}"),
+        (Some(d), Some(s), None) => format!("{d}/{s}/-"),
+        _ => String::new(),
+    };
     let mut s = format!(
-        "{:<64} {:>10.3} {:>13} {:>10} {:>6} {:>9}",
+        "{:<64} {:>10.3} {:>13} {:>10} {:>6} {:>9} {:>10}",
         e.name,
         e.median_s * 1e3,
         format!("{:.3}..{:.3}", e.p10_s * 1e3, e.p90_s * 1e3),
         rate,
         peak,
-        host
+        host,
+        launches
     );
     if let Some(other) = against {
         match other.entries.iter().find(|o| o.name == e.name) {

@@ -85,6 +85,11 @@ pub struct RealizeStats {
     /// the dispatches (they run after the submit), on the cpu the
     /// computing itself. Divided by `dispatches`: the host cost of a launch.
     pub record_ns: u64,
+    /// Times this thread blocked until a device finished its work (a
+    /// read-back, an error flag). Counted where they happen, so only the
+    /// totals ([`total_realize_stats`]) see waits outside a realize, such
+    /// as `item()`.
+    pub waits: usize,
 }
 
 const NO_STATS: RealizeStats = RealizeStats {
@@ -96,6 +101,7 @@ const NO_STATS: RealizeStats = RealizeStats {
     sessions: 0,
     peak_bytes: 0,
     record_ns: 0,
+    waits: 0,
 };
 
 thread_local! {
@@ -116,6 +122,7 @@ impl RealizeStats {
             sessions: self.sessions - earlier.sessions,
             peak_bytes: self.peak_bytes,
             record_ns: self.record_ns - earlier.record_ns,
+            waits: self.waits - earlier.waits,
         }
     }
 
@@ -128,6 +135,7 @@ impl RealizeStats {
         self.sessions += other.sessions;
         self.peak_bytes = self.peak_bytes.max(other.peak_bytes);
         self.record_ns += other.record_ns;
+        self.waits += other.waits;
     }
 }
 
@@ -135,6 +143,15 @@ impl RealizeStats {
 /// a step of several realizes is `total_realize_stats().since(&before)`.
 pub fn total_realize_stats() -> RealizeStats {
     TOTAL_STATS.with(|s| s.get())
+}
+
+/// A blocking wait for a device on this thread (see `RealizeStats::waits`).
+pub(crate) fn count_wait() {
+    TOTAL_STATS.with(|s| {
+        let mut t = s.get();
+        t.waits += 1;
+        s.set(t);
+    });
 }
 
 /// Statistics of the last `realize` on this thread that had anything to

@@ -334,6 +334,7 @@ impl Context {
 
     /// Block until the queue is idle.
     pub(crate) fn wait(&self) -> Result<()> {
+        crate::schedule::count_wait();
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: None,
