@@ -19,8 +19,11 @@ pub(crate) struct Context {
     pub limits: wgpu::Limits,
     /// Pipelines and modules by kernel (see `pipeline.rs`).
     pub(super) pipelines: super::pipeline::Cache,
-    /// Free buffers by size class (bytes).
-    pub(super) pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Free buffers by size class (bytes), each with the `submits` count
+    /// when it came back (see `Context::trim_pool`).
+    pub(super) pool: Mutex<HashMap<u64, Vec<(wgpu::Buffer, u64)>>>,
+    /// Recordings submitted so far: the pool's clock.
+    pub(super) submits: std::sync::atomic::AtomicU64,
     /// Convolution offset tables by mode and geometry (see gemm.wgsl).
     pub(super) conv_tables: Mutex<HashMap<Vec<u32>, crate::backend::Value>>,
     /// One-element buffers of constants by (bits, type): `full` nodes are
@@ -251,6 +254,7 @@ pub(crate) fn register(
         info,
         pipelines: Default::default(),
         pool: Mutex::new(HashMap::new()),
+        submits: Default::default(),
         conv_tables: Mutex::new(HashMap::new()),
         constants: Mutex::new(HashMap::new()),
         texture_read: Mutex::new(None),

@@ -102,7 +102,13 @@ impl Drop for GpuBuffer {
     fn drop(&mut self) {
         let Some(b) = self.buffer.take() else { return };
         match self.owner() {
-            Owner::Pool => lock(&self.ctx.pool).entry(b.size()).or_default().push(b),
+            Owner::Pool => {
+                let now = self.ctx.submits.load(Ordering::Relaxed);
+                lock(&self.ctx.pool)
+                    .entry(b.size())
+                    .or_default()
+                    .push((b, now));
+            }
             Owner::App => {}
             // wgpu frees it once the application's clones are gone too.
             Owner::Shared => {
@@ -142,9 +148,42 @@ impl Context {
     pub(crate) fn release_pool(&self) {
         let freed: u64 = lock(&self.pool)
             .drain()
-            .map(|(_, v)| v.iter().map(|b| b.size()).sum::<u64>())
+            .map(|(_, v)| v.iter().map(|(b, _)| b.size()).sum::<u64>())
             .sum();
         self.allocated.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// Count one submitted recording; every `TRIM_EVERY` of them, release
+    /// the free buffers no recording has taken for `TRIM_AFTER`. Buffers
+    /// a run still uses come back every step and stay; what it has moved
+    /// past (an evaluation's batches, a larger model's activations) goes.
+    pub(crate) fn tick_and_trim(&self) {
+        /// Submits between trims.
+        const TRIM_EVERY: u64 = 64;
+        /// Submits a free buffer may wait in the pool.
+        const TRIM_AFTER: u64 = 256;
+        let now = self.submits.fetch_add(1, Ordering::Relaxed) + 1;
+        if !now.is_multiple_of(TRIM_EVERY) {
+            return;
+        }
+        let mut freed = 0;
+        lock(&self.pool).retain(|_, free| {
+            free.retain(|(b, since)| {
+                let keep = since + TRIM_AFTER > now;
+                if !keep {
+                    freed += b.size();
+                }
+                keep
+            });
+            !free.is_empty()
+        });
+        self.allocated.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// Free buffers of `class` bytes in the pool.
+    #[cfg(test)]
+    pub(crate) fn pooled(&self, class: u64) -> usize {
+        lock(&self.pool).get(&class).map_or(0, Vec::len)
     }
 
     /// Count `class` new bytes against the memory limit, releasing the
@@ -178,7 +217,7 @@ impl Context {
     fn alloc_raw(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
         let class = size_class(bytes);
         self.check_binding(op, class)?;
-        if let Some(b) = lock(&self.pool).get_mut(&class).and_then(|v| v.pop()) {
+        if let Some((b, _)) = lock(&self.pool).get_mut(&class).and_then(|v| v.pop()) {
             return Ok(b);
         }
         self.reserve(op, class)?;
@@ -233,6 +272,23 @@ impl Context {
         };
         let class = size_class(bytes.len() as u64);
         self.check_binding("upload", class)?;
+        // A free buffer of the class takes the data through the queue,
+        // which writes it before the next submit's commands and after all
+        // earlier ones: a run's recurring uploads (every batch) reuse one
+        // buffer instead of each adding a new one to the pool.
+        let pooled = lock(&self.pool).get_mut(&class).and_then(|v| v.pop());
+        if let Some((buffer, _)) = pooled {
+            if !bytes.is_empty() {
+                self.queue.write_buffer(&buffer, 0, bytes);
+            }
+            return Ok(GpuBuffer {
+                ctx: self.clone(),
+                buffer: Some(buffer),
+                len: storage.len(),
+                dtype,
+                owner: std::sync::atomic::AtomicU8::new(Owner::Pool as u8),
+            });
+        }
         self.reserve("upload", class)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {

@@ -300,6 +300,7 @@ impl Recorder {
         self.unmap_uniforms();
         let encoder = self.encoder.take().expect("present until submit");
         self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.tick_and_trim();
         let errors = self.error_scopes.take().map(|(oom, validation)| {
             let v = pollster::block_on(validation.pop());
             let o = pollster::block_on(oom.pop());

@@ -462,3 +462,33 @@ fn the_fma_probe_computes_its_chains() {
         }
     }
 }
+
+/// A free buffer that no recording takes is released after a while, and
+/// a recurring upload reuses a free buffer of its class instead of adding
+/// one to the pool each time (an evaluation's batches used to pile up).
+#[test]
+fn the_pool_reuses_uploads_and_trims_what_a_run_stopped_using() {
+    use crate::backend::Storage;
+    let Some(ctx) = device() else { return };
+    // An odd size no other test allocates: its class is this test's alone.
+    let len = 123_457;
+    let class = super::pool::size_class(4 * len as u64);
+    let data: Vec<f32> = (0..len).map(|i| i as f32).collect();
+    for round in 0..3 {
+        let up = ctx.upload(&Storage::F32(data.clone())).expect("upload");
+        let back = ctx.download(&up).expect("download");
+        assert!(
+            matches!(&back, Storage::F32(v) if v[..] == data[..]),
+            "round {round}"
+        );
+        drop(up);
+        assert_eq!(ctx.pooled(class), 1, "round {round}: one buffer, reused");
+    }
+    for _ in 0..400 {
+        super::recorder::Recorder::new(ctx.clone())
+            .expect("recorder")
+            .submit()
+            .expect("submit");
+    }
+    assert_eq!(ctx.pooled(class), 0, "trimmed after 400 submits unused");
+}
