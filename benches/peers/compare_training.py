@@ -4,9 +4,11 @@ TensorFlow CPU and PyTorch CPU, same data subset, batch, epochs and threads,
 measured one after another in one run; prints images/s and the ratios.
 
     cargo build --release
-    python3 benches/peers/compare_training.py [--limit-train 10000] [--epochs 2] [--rounds 3] [--baseline OLD_BINARY]
+    python3 benches/peers/compare_training.py [--limit-train N] [--epochs 2] [--rounds 3] [--baseline OLD_BINARY]
 
-Each peer reports its last epoch's training images/s (the first warms up).
+By default every peer trains two full 50,000-image epochs and reports the
+second's training images/s (evaluation excluded), as a user lives through a
+run: a short epoch would charge one framework's per-epoch start-up to it.
 This machine is noisy (20-40% between runs of one framework), so `--rounds`
 repeats the three in rotating order and reports each ratio's median.
 """
@@ -22,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--data")
-ap.add_argument("--limit-train", type=int, default=10000)
+ap.add_argument("--limit-train", type=int, default=0, help="train on this many images (0: all 50,000)")
 ap.add_argument("--limit-test", type=int, default=1000)
 ap.add_argument("--epochs", type=int, default=2)
 ap.add_argument("--threads", type=int, default=int(os.environ.get("SHADERGRAD_THREADS", os.cpu_count())))
@@ -35,7 +37,9 @@ args = ap.parse_args()
 
 env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", RAYON_NUM_THREADS=str(args.threads),
            SHADERGRAD_THREADS=str(args.threads), TF_CPP_MIN_LOG_LEVEL="2")
-common = ["--epochs", str(args.epochs), "--limit-train", str(args.limit_train), "--limit-test", str(args.limit_test)]
+common = ["--epochs", str(args.epochs), "--limit-test", str(args.limit_test)]
+if args.limit_train:
+    common += ["--limit-train", str(args.limit_train)]
 if args.data:
     common += ["--data", args.data]
 
@@ -77,7 +81,7 @@ def speed(r):
     return r.get("images_per_sec")
 
 
-print(f"seed-cnn, {args.limit_train} images x {args.epochs} epochs, batch 32, {args.threads} threads")
+print(f"seed-cnn, {args.limit_train or 50000} images x {args.epochs} epochs, batch 32, {args.threads} threads")
 print(f"{'':<12} {'images/s':>9} {'test acc':>9}")
 ratios = {name: [] for name in PEERS + ("faster peer",) + (("baseline",) if args.baseline else ())}
 for k in range(args.rounds):

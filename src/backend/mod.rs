@@ -133,7 +133,10 @@ pub(crate) fn limits(device: Device) -> Result<Limits> {
 /// Open a session on `device`.
 pub(crate) fn begin(device: Device) -> Result<Box<dyn Session>> {
     match device {
-        Device::Cpu => Ok(Box::new(cpu::CpuSession)),
+        Device::Cpu => {
+            cpu::denormal::on_worker_threads();
+            Ok(Box::new(cpu::CpuSession))
+        }
         Device::Gpu(id) => gpu::begin(id),
     }
 }

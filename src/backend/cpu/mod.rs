@@ -3,6 +3,7 @@
 
 mod attention;
 mod conv;
+pub(crate) mod denormal;
 pub(crate) mod elementwise;
 mod index;
 mod matmul;
@@ -76,6 +77,7 @@ impl Session for CpuSession {
         dtype: DType,
     ) -> Result<Vec<Value>> {
         check_host_memory(op, shape)?;
+        let _flush = denormal::FlushDenormals::new();
         let x = host_inputs(inputs)?;
         match (op, x.as_slice()) {
             (Op::MaxPool2d(g), [x]) => Ok(pool::max_pool2d(g, x, shape).into()),
@@ -103,6 +105,7 @@ impl Session for CpuSession {
 
     fn fused(&mut self, program: &Program, leaves: &[Value], shape: &[usize]) -> Result<Value> {
         check_host_bytes("elementwise", shape, 1)?;
+        let _flush = denormal::FlushDenormals::new();
         let host = leaves
             .iter()
             .map(Value::to_host)
