@@ -135,6 +135,7 @@ pub(crate) fn begin(device: Device) -> Result<Box<dyn Session>> {
     match device {
         Device::Cpu => {
             cpu::denormal::on_worker_threads();
+            cpu::alloc::keep_freed_memory();
             Ok(Box::new(cpu::CpuSession))
         }
         Device::Gpu(id) => gpu::begin(id),

@@ -1,6 +1,7 @@
 //! The CPU backend: plain Rust kernels for every primitive, multi-threaded
 //! with rayon, matmul and convolution on the `gemm` crate.
 
+pub(crate) mod alloc;
 mod attention;
 mod conv;
 pub(crate) mod denormal;
