@@ -544,6 +544,25 @@ impl Tensor {
         }
     }
 
+    /// The values of several one-element tensors (a step's loss and its
+    /// metrics), computed in one schedule and read back in one copy per
+    /// device: one wait for the device instead of one per `item()`.
+    pub fn items(tensors: &[Tensor]) -> Result<Vec<f32>> {
+        if let Some(t) = tensors.iter().find(|t| t.numel() != 1) {
+            return Err(Error::shape(
+                "items",
+                &[t.shape()],
+                "items() reads one-element tensors; reduce first (sum/mean) or use to_vec()",
+            ));
+        }
+        Tensor::realize_all(tensors)?;
+        let values = tensors
+            .iter()
+            .map(Tensor::value)
+            .collect::<Result<Vec<_>>>()?;
+        crate::backend::first_elements(&values)
+    }
+
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {

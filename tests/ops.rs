@@ -163,6 +163,28 @@ fn where_and_cast() -> Result<()> {
     Ok(())
 }
 
+/// `Tensor::items` reads several one-element tensors (f32 and i32, views
+/// included) as `item()` would, with one wait for the device in all.
+fn items_read_scalars_together() -> Result<()> {
+    let x = Tensor::from_slice(&[1.0, -2.0, 3.5, 4.0, 0.25, 7.0], &[2, 3])?;
+    let sum = x.sum_all();
+    let row_max = x.max(&[1], false)?;
+    let second = row_max.slice(0, 1, 2)?;
+    let count = x.argmax(1, false)?.sum_all();
+    let all = [sum.clone(), second.clone(), count.clone()];
+    let before = shadergrad::total_realize_stats();
+    let values = Tensor::items(&all)?;
+    let waits = shadergrad::total_realize_stats().since(&before).waits;
+    assert_eq!(values, vec![13.75, 7.0, 4.0]);
+    let one_by_one = [sum.item()?, second.item()?, count.item()?];
+    assert_eq!(values, one_by_one);
+    let on_gpu = matches!(shadergrad::default_device(), shadergrad::Device::Gpu(_));
+    assert_eq!(waits, usize::from(on_gpu), "one read-back for all three");
+    let err = Tensor::items(&[sum, x]).unwrap_err();
+    assert!(err.to_string().contains("one-element"), "{err}");
+    Ok(())
+}
+
 fn reductions() -> Result<()> {
     let x = t(&[1.0, 5.0, 3.0, 4.0, 2.0, 6.0], &[2, 3]);
     assert_tensor(&x.sum(&[0], false)?, &[3], &[5.0, 7.0, 9.0]);
@@ -842,4 +864,5 @@ backend_tests!(
     dropout,
     losses,
     laziness_and_caching,
+    items_read_scalars_together,
 );

@@ -94,6 +94,41 @@ impl Value {
     }
 }
 
+/// The first element of each value as f32, with one read-back per device
+/// for all of them (see `Tensor::items`).
+pub(crate) fn first_elements(values: &[Value]) -> Result<Vec<f32>> {
+    let mut out = vec![0.0f32; values.len()];
+    // GPU values grouped by device: (position, buffer, element offset).
+    let mut by_device: Vec<Vec<(usize, &gpu::GpuBuffer, usize)>> = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let offset = v.layout.offset;
+        match v.storage.as_ref() {
+            Storage::F32(d) => out[i] = d[offset],
+            Storage::I32(d) => out[i] = d[offset] as f32,
+            Storage::Gpu(b) => {
+                match by_device
+                    .iter_mut()
+                    .find(|g| std::sync::Arc::ptr_eq(&g[0].1.ctx, &b.ctx))
+                {
+                    Some(group) => group.push((i, b, offset)),
+                    None => by_device.push(vec![(i, b, offset)]),
+                }
+            }
+        }
+    }
+    for group in by_device {
+        let at: Vec<(&gpu::GpuBuffer, usize)> = group.iter().map(|&(_, b, o)| (b, o)).collect();
+        let words = group[0].1.ctx.download_elements(&at)?;
+        for (&(i, b, _), w) in group.iter().zip(words) {
+            out[i] = match b.dtype {
+                crate::DType::F32 => f32::from_bits(w),
+                crate::DType::I32 => w as i32 as f32,
+            };
+        }
+    }
+    Ok(out)
+}
+
 /// What a backend tells the scheduler before it plans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {

@@ -167,7 +167,14 @@ pub trait Optimizer {
     }
     /// A step that also realizes `extra` (metrics such as accuracy) in the
     /// same schedule.
-    fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32>;
+    fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32> {
+        Ok(self.step_values(loss, extra)?[0])
+    }
+    /// [`Optimizer::step_with`], returning the loss and then each extra's
+    /// value, all read back in one copy (one wait for a GPU instead of one
+    /// per `item()`); an extra of more than one element is realized but
+    /// not read (NaN).
+    fn step_values(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<Vec<f32>>;
     /// The current learning rate.
     fn learning_rate(&self) -> f32;
     /// Set the learning rate (schedules call this between steps).
@@ -229,13 +236,25 @@ fn commit(
     new_params: Vec<Tensor>,
     state: &mut [&mut Vec<Tensor>],
     new_state: Vec<Vec<Tensor>>,
-) -> Result<f32> {
+) -> Result<Vec<f32>> {
     let mut all = vec![loss.clone()];
     all.extend(extra.iter().cloned());
     all.extend(new_params.iter().cloned());
     new_state.iter().for_each(|s| all.extend(s.iter().cloned()));
     realize_pending(&all)?;
-    let value = loss.item()?;
+    // The loss and the one-element extras in one read-back.
+    let mut read = vec![loss.clone()];
+    read.extend(extra.iter().filter(|t| t.numel() == 1).cloned());
+    let mut read_values = Tensor::items(&read)?.into_iter();
+    let value = read_values.next().unwrap_or(f32::NAN);
+    let mut values = vec![value];
+    values.extend(extra.iter().map(|t| {
+        if t.numel() == 1 {
+            read_values.next().unwrap_or(f32::NAN)
+        } else {
+            f32::NAN
+        }
+    }));
     if !value.is_finite() {
         return Err(Error::NonFinite(format!(
             "the loss is {value}; parameters were left unchanged (lower the learning rate, check \
@@ -248,7 +267,7 @@ fn commit(
     for (slot, fresh) in state.iter_mut().zip(new_state) {
         **slot = fresh.into_iter().map(|t| t.detach()).collect();
     }
-    Ok(value)
+    Ok(values)
 }
 
 /// Realize `extra` together with every pending [`Parameter::set_lazy`] update,
@@ -323,7 +342,7 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32> {
+    fn step_values(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<Vec<f32>> {
         check_loss(loss)?;
         let grads = loss.backward()?;
         let step = SgdStep {
@@ -467,7 +486,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn step_with(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<f32> {
+    fn step_values(&mut self, loss: &Tensor, extra: &[Tensor]) -> Result<Vec<f32>> {
         check_loss(loss)?;
         let grads = loss.backward()?;
         let t = self.step + 1;
@@ -496,7 +515,7 @@ impl Optimizer for Adam {
                 }
                 Ok((np, nm, nv))
             })?;
-        let value = commit(
+        let values = commit(
             loss,
             extra,
             &self.params,
@@ -505,7 +524,7 @@ impl Optimizer for Adam {
             vec![new_m, new_v],
         )?;
         self.step = t;
-        Ok(value)
+        Ok(values)
     }
 
     fn learning_rate(&self) -> f32 {

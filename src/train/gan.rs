@@ -369,16 +369,16 @@ pub fn gan_step(gan: &Gan, opt_d: &mut Adam, opt_g: &mut Adam, x: &Tensor) -> Re
         .add(&d_fake.bce_with_logits(&zeros)?)?;
     let p_real = d_real.detach().sigmoid().mean_all();
     let p_fake = d_fake.detach().sigmoid().mean_all();
-    let d_value = opt_d.step_with(&d_loss, &[p_real.clone(), p_fake.clone()])?;
+    let d_values = opt_d.step_values(&d_loss, &[p_real, p_fake])?;
     let g_loss = gan.discriminator.forward(&fake)?.bce_with_logits(&ones)?;
     let g_value = opt_g.step_with(&g_loss, &[])?;
     drop(activations);
     Ok(GanStep {
         step: 0,
-        d_loss: d_value,
+        d_loss: d_values[0],
         g_loss: g_value,
-        d_real: p_real.item()?,
-        d_fake: p_fake.item()?,
+        d_real: d_values[1],
+        d_fake: d_values[2],
     })
 }
 

@@ -255,10 +255,11 @@ where
             let out = objective.forward(model, &batch)?;
             let mut all = vec![out.loss.clone()];
             all.extend(out.metrics.iter().cloned());
-            Tensor::realize_all(&all)?;
-            sums[0] += out.loss.item()? as f64 * n as f64;
-            for (s, m) in sums[1..].iter_mut().zip(&out.metrics) {
-                *s += m.item()? as f64;
+            // One read-back for the loss and every metric.
+            let values = Tensor::items(&all)?;
+            sums[0] += values[0] as f64 * n as f64;
+            for (s, m) in sums[1..].iter_mut().zip(&values[1..]) {
+                *s += *m as f64;
             }
             seen += n;
         }
@@ -505,8 +506,9 @@ where
             crate::manual_seed(cfg.seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             opt.set_learning_rate(schedule.lr_at(cfg.lr, step, total_steps));
             let out = objective.forward(model, &batch)?;
-            let loss_value = opt
-                .step_with(&out.loss, &out.metrics)
+            // The loss and the metrics come back in one read-back.
+            let values = opt
+                .step_values(&out.loss, &out.metrics)
                 .map_err(|e| match e {
                     // Say where, and what is kept: the last checkpoint is the
                     // end of an epoch that trained on finite losses.
@@ -528,9 +530,10 @@ where
                     other => other,
                 })?;
             let n = train.batch_len(&batch);
+            let loss_value = values[0];
             pos.loss_sum += loss_value as f64 * n as f64;
-            for (s, m) in pos.metric_sums.iter_mut().zip(&out.metrics) {
-                *s += m.item()? as f64;
+            for (s, m) in pos.metric_sums.iter_mut().zip(&values[1..]) {
+                *s += *m as f64;
             }
             pos.seen += n;
             pos.batch += 1;

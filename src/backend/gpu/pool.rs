@@ -323,6 +323,57 @@ impl Context {
         })
     }
 
+    /// One element of each buffer (at the given element offsets), read
+    /// back in one copy: one submit and one wait for them all, as a
+    /// training step's loss and metrics should be. Returns the raw words.
+    pub(crate) fn download_elements(&self, at: &[(&GpuBuffer, usize)]) -> Result<Vec<u32>> {
+        let _turn = gl_turn(self.info.backend);
+        self.check_alive()?;
+        if at.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bytes = 4 * at.len() as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download elements"),
+            size: bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        for (i, (b, offset)) in at.iter().enumerate() {
+            if *offset >= b.len || !b.raw().usage().contains(wgpu::BufferUsages::COPY_SRC) {
+                return Err(Error::param(
+                    "download",
+                    format!(
+                        "internal: element {offset} of a {}-element buffer (usage {:?})",
+                        b.len,
+                        b.raw().usage()
+                    ),
+                ));
+            }
+            enc.copy_buffer_to_buffer(b.raw(), 4 * *offset as u64, &staging, 4 * i as u64, 4);
+        }
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| {
+                self.lost_or(Error::Device("download: the map callback never ran".into()))
+            })?
+            .map_err(|e| self.lost_or(Error::Device(format!("download: mapping failed: {e}"))))?;
+        let words = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| self.lost_or(Error::Device(format!("download: {e}"))))?;
+            bytemuck::cast_slice::<u8, u32>(&view)[..at.len()].to_vec()
+        };
+        staging.unmap();
+        Ok(words)
+    }
+
     /// Read a buffer back (waits for all submitted work).
     pub(crate) fn download(&self, b: &GpuBuffer) -> Result<Storage> {
         let _turn = gl_turn(self.info.backend);
