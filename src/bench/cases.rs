@@ -709,19 +709,26 @@ fn seed_cnn_step(opts: &Options, batch: usize, entry: &mut Entry) -> Result<()> 
             steps.push(step);
             Ok(t.elapsed().as_secs_f64())
         })?;
-        set_timing(entry, t);
-        let step = median_step(&mut steps);
-        launch_figures(entry, &step);
-        entry.waits = Some(step.waits);
+        let step = step_figures(entry, t, &mut steps);
         entry.peak_bytes = Some(step.peak_bytes);
         Ok(())
     })
 }
 
-/// The step with the median recording time (its counts are every step's).
-fn median_step(steps: &mut [crate::RealizeStats]) -> crate::RealizeStats {
+/// A training step entry's figures: its timing, and the launch counts of
+/// the step with the median recording time (every step's counts are the
+/// same), which it returns.
+fn step_figures(
+    entry: &mut Entry,
+    t: Timing,
+    steps: &mut [crate::RealizeStats],
+) -> crate::RealizeStats {
+    set_timing(entry, t);
     steps.sort_by_key(|s| s.record_ns);
-    steps[steps.len() / 2]
+    let step = steps[steps.len() / 2];
+    launch_figures(entry, &step);
+    entry.waits = Some(step.waits);
+    step
 }
 
 /// One DCGAN step (`train::gan::gan_step`: the discriminator's update, then
@@ -749,10 +756,7 @@ fn dcgan_step(opts: &Options, batch: usize, width: usize, entry: &mut Entry) -> 
             steps.push(crate::total_realize_stats().since(&before));
             Ok(t.elapsed().as_secs_f64())
         })?;
-        set_timing(entry, t);
-        let step = median_step(&mut steps);
-        launch_figures(entry, &step);
-        entry.waits = Some(step.waits);
+        step_figures(entry, t, &mut steps);
         Ok(())
     })
 }

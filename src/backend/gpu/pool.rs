@@ -353,25 +353,9 @@ impl Context {
             }
             enc.copy_buffer_to_buffer(b.raw(), 4 * *offset as u64, &staging, 4 * i as u64, 4);
         }
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        rx.recv()
-            .map_err(|_| {
-                self.lost_or(Error::Device("download: the map callback never ran".into()))
-            })?
-            .map_err(|e| self.lost_or(Error::Device(format!("download: mapping failed: {e}"))))?;
-        let words = {
-            let view = staging
-                .get_mapped_range(..)
-                .map_err(|e| self.lost_or(Error::Device(format!("download: {e}"))))?;
-            bytemuck::cast_slice::<u8, u32>(&view)[..at.len()].to_vec()
-        };
-        staging.unmap();
-        Ok(words)
+        self.read_back(enc, &staging, |bytes| {
+            bytemuck::cast_slice::<u8, u32>(bytes)[..at.len()].to_vec()
+        })
     }
 
     /// Read a buffer back (waits for all submitted work).
@@ -405,6 +389,20 @@ impl Context {
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(b.raw(), 0, &staging, 0, bytes);
+        self.read_back(enc, &staging, |bytes| match b.dtype {
+            DType::F32 => Storage::F32(bytemuck::cast_slice(bytes).to_vec()),
+            DType::I32 => Storage::I32(bytemuck::cast_slice(bytes).to_vec()),
+        })
+    }
+
+    /// Submit `enc` (which copies into `staging`), wait for the device, and
+    /// read the mapped staging buffer with `read`.
+    fn read_back<T>(
+        &self,
+        enc: wgpu::CommandEncoder,
+        staging: &wgpu::Buffer,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -416,16 +414,13 @@ impl Context {
                 self.lost_or(Error::Device("download: the map callback never ran".into()))
             })?
             .map_err(|e| self.lost_or(Error::Device(format!("download: mapping failed: {e}"))))?;
-        let data = {
+        let out = {
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| self.lost_or(Error::Device(format!("download: {e}"))))?;
-            match b.dtype {
-                DType::F32 => Storage::F32(bytemuck::cast_slice(&view).to_vec()),
-                DType::I32 => Storage::I32(bytemuck::cast_slice(&view).to_vec()),
-            }
+            read(&view)
         };
         staging.unmap();
-        Ok(data)
+        Ok(out)
     }
 }

@@ -48,32 +48,7 @@ enum Command {
     /// The benchmark harness: the device's peak, then each kernel's time,
     /// GFLOP/s or GB/s, fraction of peak and host cost per dispatch, and
     /// whole training steps; a table as results arrive.
-    Bench {
-        /// Entries: all (default), a group (matmul, conv, elementwise,
-        /// reduce, attention, step) or part of entries' names (resnet18,
-        /// seed-cnn, conv1, 512x512x512, ...).
-        kernels: Vec<String>,
-        /// Milliseconds to sample each entry for, after its warm-up.
-        #[arg(long, default_value_t = 1000)]
-        ms: u64,
-        /// Also write the report as JSON (stable schema) to FILE, after every entry.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// Print each entry's ratio against an earlier report (ours or a
-        /// peer's from benches/peers/bench_torch.py), matched by name.
-        #[arg(long, value_name = "FILE")]
-        compare: Option<PathBuf>,
-        /// auto, cpu, gpu or gpu:N (also $SHADERGRAD_DEVICE).
-        #[arg(long, env = "SHADERGRAD_DEVICE", default_value = "auto")]
-        device: String,
-        /// Square matmul sizes, from which the other matmul shapes scale
-        /// (default: 256,...,4096; on a software GPU 128,256,512).
-        #[arg(long, value_delimiter = ',')]
-        sizes: Vec<usize>,
-        /// Every entry at a tiny shape: checks the harness in seconds.
-        #[arg(long)]
-        tiny: bool,
-    },
+    Bench(BenchArgs),
     /// Classify image files with an image classifier's checkpoint: the top classes.
     Predict(images::PredictArgs),
     /// Sentence embeddings of a pretrained BERT (MiniLM): one JSON array per sentence.
@@ -284,23 +259,7 @@ fn main() -> ExitCode {
         Command::Sample {
             what: SampleWhat::Gan(a),
         } => gan::sample(a),
-        Command::Bench {
-            kernels,
-            ms,
-            json,
-            compare,
-            device,
-            sizes,
-            tiny,
-        } => bench(BenchArgs {
-            kernels,
-            ms,
-            json,
-            compare,
-            device,
-            sizes,
-            tiny,
-        }),
+        Command::Bench(a) => bench(a),
         Command::Devices => {
             print!("{}", shadergrad::devices_report());
             Ok(())
@@ -415,13 +374,31 @@ fn eval_on(a: EvalArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct BenchArgs {
+    /// Entries: all (default), a group (matmul, conv, elementwise,
+    /// reduce, attention, step) or part of entries' names (resnet18,
+    /// seed-cnn, conv1, 512x512x512, ...).
     kernels: Vec<String>,
+    /// Milliseconds to sample each entry for, after its warm-up.
+    #[arg(long, default_value_t = 1000)]
     ms: u64,
+    /// Also write the report as JSON (stable schema) to FILE, after every entry.
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Print each entry's ratio against an earlier report (ours or a
+    /// peer's from benches/peers/bench_torch.py), matched by name.
+    #[arg(long, value_name = "FILE")]
     compare: Option<PathBuf>,
+    /// auto, cpu, gpu or gpu:N (also $SHADERGRAD_DEVICE).
+    #[arg(long, env = "SHADERGRAD_DEVICE", default_value = "auto")]
     device: String,
+    /// Square matmul sizes, from which the other matmul shapes scale
+    /// (default: 256,...,4096; on a software GPU 128,256,512).
+    #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// Every entry at a tiny shape: checks the harness in seconds.
+    #[arg(long)]
     tiny: bool,
 }
 
