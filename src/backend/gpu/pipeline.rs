@@ -30,7 +30,27 @@ pub(crate) enum Shader {
     Probe,
 }
 
+/// `SHADERGRAD_LOOP_BOUNDING=1` keeps naga's loop bounding on every kernel
+/// (to compare; see `Shader::loops_terminate`).
+fn loop_bounding_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("SHADERGRAD_LOOP_BOUNDING").is_ok_and(|v| v == "1"))
+}
+
 impl Shader {
+    /// Does every loop of this file end for any parameters the host sends?
+    /// Then its module is built without naga's loop bounding, a counter
+    /// and branch added to every loop iteration (GEMM's inner loops
+    /// included) against infinite loops. Every loop counts toward a bound
+    /// that is a constant, a rank (at most 8), or a size within a bound
+    /// buffer (at most 2^30 four-byte elements: a binding holds under
+    /// 4 GiB), so no step of a few hundred wraps a u32 past it. index.wgsl's
+    /// scatter-add retries a compare-exchange until it wins, which ends
+    /// only given the device's forward progress: it keeps the bounding.
+    pub(crate) fn loops_terminate(self) -> bool {
+        !matches!(self, Shader::Index)
+    }
+
     #[cfg(test)]
     pub(crate) const ALL: [Shader; 10] = [
         Shader::Copy,
@@ -222,14 +242,31 @@ impl Context {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let trusted = match &module_key {
+            Key::File { shader, .. } => shader.loops_terminate(),
+            Key::Fused(_) => true,
+            #[cfg(test)]
+            Key::Generated(_) => false,
+        } && !loop_bounding_forced();
         let module = lock(&self.pipelines.modules)
             .entry(module_key.clone())
             .or_insert_with(|| {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(name),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    })
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                };
+                if trusted {
+                    let checks = wgpu::ShaderRuntimeChecks {
+                        force_loop_bounding: false,
+                        ..wgpu::ShaderRuntimeChecks::checked()
+                    };
+                    // SAFETY: `loops_terminate` lists the files whose every
+                    // loop ends (see there), and the emitter's only loop
+                    // counts down a rank of at most 8. Bounds checks stay on.
+                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
+                } else {
+                    self.device.create_shader_module(desc)
+                }
             })
             .clone();
         let pipeline = self
