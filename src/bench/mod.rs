@@ -189,7 +189,7 @@ pub fn run(opts: &Options, mut on_entry: impl FnMut(&Report) -> Result<()>) -> R
         schema: SCHEMA,
         tool: format!("shadergrad {}", env!("CARGO_PKG_VERSION")),
         device: device_info(&opts.device)?,
-        timing: "synced wall clock".into(),
+        timing: timing_method(&opts.device)?.into(),
         peak: probe::peak(&opts.device, opts.tiny)?,
         entries: Vec::new(),
     };
@@ -310,6 +310,23 @@ fn io_error(path: &std::path::Path, e: std::io::Error) -> Error {
         path: path.display().to_string(),
         msg: e.to_string(),
     }
+}
+
+/// How this device's entries are timed (the report says so).
+fn timing_method(device: &Device) -> Result<&'static str> {
+    let timestamps = match device {
+        Device::Gpu(id) => crate::backend::gpu::device::context(*id)?
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY),
+        Device::Cpu => false,
+    };
+    Ok(if timestamps {
+        "timestamp queries around the compute passes for kernel entries (matmul, conv, add, \
+         reduce), synced wall clock for engine-level ones (fused chain, attention, steps)"
+    } else {
+        "synced wall clock"
+    })
 }
 
 /// An earlier report (ours or a peer's), checked for the schema version.

@@ -39,6 +39,9 @@ pub(crate) struct Recorder {
     /// recording rather than one per dispatch. It locks the encoder while
     /// open, which `end_pass` releases.
     pass: Option<wgpu::ComputePass<'static>>,
+    /// Timestamps around each compute pass (`shadergrad bench`).
+    #[cfg(feature = "bench")]
+    timestamps: Option<PassTimestamps>,
     /// Storage this encoder binds, held until submit (see the module doc);
     /// an entry nobody else holds is free for later dispatches of this encoder.
     held: Vec<Arc<Storage>>,
@@ -69,6 +72,8 @@ impl Recorder {
             ctx,
             encoder: Some(encoder),
             pass: None,
+            #[cfg(feature = "bench")]
+            timestamps: None,
             held: Vec::new(),
             dispatches: 0,
             uniforms: Vec::new(),
@@ -246,10 +251,14 @@ impl Recorder {
             Some(pass) => pass,
             None => {
                 let encoder = self.encoder.as_mut().expect("present until submit");
+                #[cfg(feature = "bench")]
+                let timestamp_writes = self.timestamps.as_mut().and_then(PassTimestamps::next);
+                #[cfg(not(feature = "bench"))]
+                let timestamp_writes = None;
                 let pass = encoder
                     .begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: None,
-                        timestamp_writes: None,
+                        timestamp_writes,
                     })
                     .forget_lifetime();
                 self.pass.insert(pass)
@@ -295,6 +304,59 @@ impl Recorder {
     }
 
     /// Submit everything recorded; report errors the device raised meanwhile.
+    /// Time this recording's compute passes with timestamp queries, where
+    /// the device has them (`submit_timed` reads the time).
+    #[cfg(feature = "bench")]
+    pub(crate) fn time_passes(&mut self) -> bool {
+        self.timestamps = PassTimestamps::new(&self.ctx);
+        self.timestamps.is_some()
+    }
+
+    /// Submit, wait, and return the device seconds inside the compute
+    /// passes (None without timestamps, or with more passes than slots).
+    #[cfg(feature = "bench")]
+    pub(crate) fn submit_timed(mut self) -> Result<Option<f64>> {
+        self.end_pass();
+        let Some(t) = self.timestamps.take() else {
+            self.submit()?;
+            return Ok(None);
+        };
+        let encoder = self.encoder.as_mut().expect("present until submit");
+        let used = t.used.min(t.capacity);
+        if used > 0 {
+            encoder.resolve_query_set(&t.set, 0..2 * used, &t.resolve, 0);
+            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 16 * used as u64);
+        }
+        let ctx = self.ctx.clone();
+        self.submit()?;
+        if used == 0 || t.used > t.capacity {
+            return Ok(None);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        t.read.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Device("timestamps: the map callback never ran".into()))?
+            .map_err(|e| Error::Device(format!("timestamps: mapping failed: {e}")))?;
+        let ticks: u64 = {
+            let view = t
+                .read
+                .get_mapped_range(..)
+                .map_err(|e| Error::Device(format!("timestamps: {e}")))?;
+            let stamps: &[u64] = bytemuck::cast_slice(&view);
+            stamps[..2 * used as usize]
+                .chunks_exact(2)
+                .map(|p| p[1].saturating_sub(p[0]))
+                .sum()
+        };
+        t.read.unmap();
+        Ok(Some(
+            ticks as f64 * ctx.queue.get_timestamp_period() as f64 * 1e-9,
+        ))
+    }
+
     pub(crate) fn submit(mut self) -> Result<()> {
         self.end_pass();
         self.unmap_uniforms();
@@ -367,5 +429,67 @@ pub(crate) fn grid(n: usize, size: u32) -> (u32, u32, u32) {
     } else {
         let y = groups.div_ceil(MAX_GROUPS as u64);
         (MAX_GROUPS, y as u32, 1)
+    }
+}
+
+/// Timestamp queries around compute passes: two per pass.
+#[cfg(feature = "bench")]
+struct PassTimestamps {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+    /// Passes this set can time, and passes begun.
+    capacity: u32,
+    used: u32,
+}
+
+#[cfg(feature = "bench")]
+impl PassTimestamps {
+    fn new(ctx: &Context) -> Option<PassTimestamps> {
+        if !ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return None;
+        }
+        const CAPACITY: u32 = 256;
+        let bytes = 16 * CAPACITY as u64;
+        let buffer = |usage, label| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Some(PassTimestamps {
+            set: ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * CAPACITY,
+            }),
+            resolve: buffer(
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                "timestamps",
+            ),
+            read: buffer(
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                "timestamps read",
+            ),
+            capacity: CAPACITY,
+            used: 0,
+        })
+    }
+
+    /// The writes of the next pass (none once the set is full).
+    fn next(&mut self) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        let i = self.used;
+        self.used += 1;
+        (i < self.capacity).then_some(wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(2 * i),
+            end_of_pass_write_index: Some(2 * i + 1),
+        })
     }
 }

@@ -492,3 +492,31 @@ fn the_pool_reuses_uploads_and_trims_what_a_run_stopped_using() {
     }
     assert_eq!(ctx.pooled(class), 0, "trimmed after 400 submits unused");
 }
+
+/// Timestamps around compute passes measure the passes: more work takes
+/// longer, and a clear between dispatches (a second pass) is counted.
+#[cfg(feature = "bench")]
+#[test]
+fn pass_timestamps_time_the_recorded_work() {
+    let Some(ctx) = device() else { return };
+    if !ctx
+        .device
+        .features()
+        .contains(wgpu::Features::TIMESTAMP_QUERY)
+    {
+        return;
+    }
+    let timed = |iterations: u32, passes: usize| -> f64 {
+        let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
+        assert!(rec.time_passes());
+        for _ in 0..passes {
+            let sink = probe::fma_probe(&mut rec, 4096, iterations).expect("probe");
+            rec.clear(&sink);
+        }
+        rec.submit_timed().expect("submit").expect("timestamps")
+    };
+    let (short, long) = (timed(16, 1), timed(4096, 1));
+    assert!(short > 0.0 && long > 4.0 * short, "{short} s vs {long} s");
+    let two = timed(4096, 2);
+    assert!(two > 1.5 * long, "two passes {two} s vs one {long} s");
+}
