@@ -15,7 +15,7 @@ use shadergrad::Result;
 /// breaks readers of earlier files and the peers' writers, so it must be
 /// a new `bench::SCHEMA`, and this list changes with it.
 const REPORT_FIELDS: [&str; 6] = ["device", "entries", "peak", "schema", "timing", "tool"];
-const ENTRY_FIELDS: [&str; 16] = [
+const ENTRY_FIELDS: [&str; 17] = [
     "dispatches",
     "dtype",
     "fraction_of_peak",
@@ -28,6 +28,7 @@ const ENTRY_FIELDS: [&str; 16] = [
     "p10_s",
     "p90_s",
     "peak_bytes",
+    "pool_bytes",
     "samples",
     "shape",
     "submits",
@@ -105,6 +106,7 @@ fn every_entry_is_measured() -> Result<()> {
         // The seed step reads its loss and accuracy count back together;
         // the loss's gather adds its index-error flag: two waits.
         assert_eq!(step("step seed-cnn b2").waits, Some(2));
+        assert!(step("step dcgan w4 b2").pool_bytes.is_some_and(|b| b > 0));
     }
     assert!(step("step seed-cnn b2").peak_bytes.is_some_and(|p| p > 0));
     Ok(())

@@ -244,13 +244,15 @@ def main():
         fn, flops, bytes_moved = CASES[e["group"]](dev, e)
         median, p10, p90, samples = time_it(fn)
         peak_bytes = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+        pool_bytes = torch.cuda.memory_reserved(dev) if dev.type == "cuda" and e["group"] == "step" else None
         report["entries"].append({
             "name": e["name"], "group": e["group"], "shape": e["shape"], "dtype": "f32",
             "median_s": median, "p10_s": p10, "p90_s": p90, "samples": samples,
             "gflops": flops / median / 1e9 if flops else None,
             "gbs": bytes_moved / median / 1e9 if bytes_moved else None,
             "fraction_of_peak": None, "dispatches": None, "host_us_per_dispatch": None,
-            "submits": None, "waits": None, "peak_bytes": peak_bytes})
+            "submits": None, "waits": None, "peak_bytes": peak_bytes,
+            "pool_bytes": pool_bytes})
         print(f"{e['name']:<64} {e['median_s'] * 1e3:10.3f} {median * 1e3:10.3f} "
               f"{median / e['median_s']:6.2f}x", flush=True)
         if args.out:  # after every entry, so a run cut short keeps what it measured

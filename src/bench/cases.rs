@@ -715,6 +715,7 @@ fn seed_cnn_step(opts: &Options, batch: usize, entry: &mut Entry) -> Result<()> 
         })?;
         let step = step_figures(entry, t, &mut steps);
         entry.peak_bytes = Some(step.peak_bytes);
+        entry.pool_bytes = pool_bytes(opts.device);
         Ok(())
     })
 }
@@ -733,6 +734,11 @@ fn step_figures(
     launch_figures(entry, &step);
     entry.waits = Some(step.waits);
     step
+}
+
+/// The GPU pool's bytes after a step (None on the cpu).
+fn pool_bytes(device: Device) -> Option<u64> {
+    device.is_gpu().then(|| device.memory_allocated())
 }
 
 /// One DCGAN step (`train::gan::gan_step`: the discriminator's update, then
@@ -761,6 +767,7 @@ fn dcgan_step(opts: &Options, batch: usize, width: usize, entry: &mut Entry) -> 
             Ok(t.elapsed().as_secs_f64())
         })?;
         step_figures(entry, t, &mut steps);
+        entry.pool_bytes = pool_bytes(opts.device);
         Ok(())
     })
 }

@@ -98,6 +98,9 @@ pub struct Entry {
     pub waits: Option<usize>,
     /// Most bytes of intermediate results alive at once, where measured.
     pub peak_bytes: Option<usize>,
+    /// Bytes the GPU's buffer pool holds after a step (in use and free;
+    /// PyTorch: its caching allocator's reserved bytes).
+    pub pool_bytes: Option<u64>,
 }
 
 /// What a run measures and how long it may take.
