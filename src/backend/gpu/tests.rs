@@ -493,8 +493,9 @@ fn the_pool_reuses_uploads_and_trims_what_a_run_stopped_using() {
     assert_eq!(ctx.pooled(class), 0, "trimmed after 400 submits unused");
 }
 
-/// Timestamps around compute passes measure the passes: more work takes
-/// longer, and a clear between dispatches (a second pass) is counted.
+/// Timestamps around compute passes measure the passes: 256 times the
+/// work takes longer, and work in a second pass (after a clear) counts.
+/// The margins are wide: device time under a loaded test run varies.
 #[cfg(feature = "bench")]
 #[test]
 fn pass_timestamps_time_the_recorded_work() {
@@ -506,17 +507,21 @@ fn pass_timestamps_time_the_recorded_work() {
     {
         return;
     }
-    let timed = |iterations: u32, passes: usize| -> f64 {
+    // One pass per entry of `iterations`, a clear between them.
+    let timed = |iterations: &[u32]| -> f64 {
         let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
         assert!(rec.time_passes());
-        for _ in 0..passes {
-            let sink = probe::fma_probe(&mut rec, 4096, iterations).expect("probe");
+        for &n in iterations {
+            let sink = probe::fma_probe(&mut rec, 4096, n).expect("probe");
             rec.clear(&sink);
         }
         rec.submit_timed().expect("submit").expect("timestamps")
     };
-    let (short, long) = (timed(16, 1), timed(4096, 1));
+    let (short, long) = (timed(&[16]), timed(&[4096]));
     assert!(short > 0.0 && long > 4.0 * short, "{short} s vs {long} s");
-    let two = timed(4096, 2);
-    assert!(two > 1.5 * long, "two passes {two} s vs one {long} s");
+    let second_long = timed(&[16, 4096]);
+    assert!(
+        second_long > 4.0 * short,
+        "the second pass is counted: {second_long} s vs {short} s"
+    );
 }
