@@ -556,11 +556,17 @@ impl Tensor {
             ));
         }
         Tensor::realize_all(tensors)?;
+        Tensor::read_items(tensors, &[])
+    }
+
+    /// `items` of realized tensors, with index-error flags deferred by
+    /// `deferring_index_checks` read in the same copy.
+    pub(crate) fn read_items(tensors: &[Tensor], index_flags: &[Value]) -> Result<Vec<f32>> {
         let values = tensors
             .iter()
             .map(Tensor::value)
             .collect::<Result<Vec<_>>>()?;
-        crate::backend::first_elements(&values)
+        crate::backend::first_elements(&values, index_flags)
     }
 
     /// The single value of a one-element tensor.

@@ -234,6 +234,48 @@ fn an_elementwise_chain_is_one_dispatch() -> Result<()> {
     })
 }
 
+/// An optimizer step reads its loss, its metrics and the index-error flag
+/// of its gather back in one copy: one wait per step, and a bad label
+/// still fails that step with nothing committed.
+#[test]
+fn a_step_waits_once_and_a_bad_label_leaves_parameters_unchanged() -> Result<()> {
+    use shadergrad::optim::{Adam, Optimizer, Parameter};
+    let Some(gpu) = gpu_device() else {
+        return Ok(());
+    };
+    shadergrad::with_device(gpu, || {
+        let w = Parameter::new(rt(&[5, 4], 1))?;
+        let x = rt(&[3, 5], 2);
+        let mut opt = Adam::new(vec![w.clone()], 0.1);
+        let step = |opt: &mut Adam, labels: &[i32]| -> Result<Vec<f32>> {
+            let logits = x.matmul(&w.get())?;
+            let labels = Tensor::from_slice_i32(labels, &[3])?;
+            let correct = logits.argmax(1, false)?.eq(&labels)?.sum_all();
+            let loss = logits.cross_entropy(&labels, 0.0)?;
+            opt.step_values(&loss, &[correct])
+        };
+        let before = shadergrad::total_realize_stats();
+        let values = step(&mut opt, &[0, 3, 1])?;
+        assert!(
+            values[0].is_finite() && (0.0..=3.0).contains(&values[1]),
+            "{values:?}"
+        );
+        assert_eq!(shadergrad::total_realize_stats().since(&before).waits, 1);
+        let kept = w.get().to_vec()?;
+        let err = step(&mut opt, &[0, 7, 1]).unwrap_err();
+        assert!(err.to_string().contains("index 7 is out of range"), "{err}");
+        assert_eq!(
+            w.get().to_vec()?,
+            kept,
+            "the failed step changed a parameter"
+        );
+        // The next good step goes on from the kept values.
+        step(&mut opt, &[2, 3, 1])?;
+        assert_ne!(w.get().to_vec()?, kept);
+        Ok(())
+    })
+}
+
 #[test]
 fn device_errors_are_values() -> Result<()> {
     let Some(gpu) = gpu_device() else {

@@ -95,35 +95,63 @@ impl Value {
 }
 
 /// The first element of each value as f32, with one read-back per device
-/// for all of them (see `Tensor::items`).
-pub(crate) fn first_elements(values: &[Value]) -> Result<Vec<f32>> {
+/// for all of them (see `Tensor::items`), and with them the index-error
+/// flags a caller deferred (an error if one is set).
+pub(crate) fn first_elements(values: &[Value], index_flags: &[Value]) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; values.len()];
-    // GPU values grouped by device: (position, buffer, element offset).
-    let mut by_device: Vec<Vec<(usize, &gpu::GpuBuffer, usize)>> = Vec::new();
+    // GPU words grouped by device: (output position or None for a flag
+    // word, buffer, element offset).
+    type Group<'a> = Vec<(Option<usize>, &'a gpu::GpuBuffer, usize)>;
+    fn group_of<'a, 'b>(
+        groups: &'b mut Vec<Group<'a>>,
+        b: &'a gpu::GpuBuffer,
+    ) -> &'b mut Group<'a> {
+        match groups
+            .iter()
+            .position(|g| std::sync::Arc::ptr_eq(&g[0].1.ctx, &b.ctx))
+        {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(Vec::new());
+                groups.last_mut().expect("just pushed")
+            }
+        }
+    }
+    let mut by_device: Vec<Group<'_>> = Vec::new();
     for (i, v) in values.iter().enumerate() {
         let offset = v.layout.offset;
         match v.storage.as_ref() {
             Storage::F32(d) => out[i] = d[offset],
             Storage::I32(d) => out[i] = d[offset] as f32,
-            Storage::Gpu(b) => {
-                match by_device
-                    .iter_mut()
-                    .find(|g| std::sync::Arc::ptr_eq(&g[0].1.ctx, &b.ctx))
-                {
-                    Some(group) => group.push((i, b, offset)),
-                    None => by_device.push(vec![(i, b, offset)]),
-                }
-            }
+            Storage::Gpu(b) => group_of(&mut by_device, b).push((Some(i), b, offset)),
+        }
+    }
+    for flag in index_flags {
+        if let Storage::Gpu(b) = flag.storage.as_ref() {
+            let group = group_of(&mut by_device, b);
+            group.push((None, b, 0));
+            group.push((None, b, 1));
         }
     }
     for group in by_device {
         let at: Vec<(&gpu::GpuBuffer, usize)> = group.iter().map(|&(_, b, o)| (b, o)).collect();
         let words = group[0].1.ctx.download_elements(&at)?;
-        for (&(i, b, _), w) in group.iter().zip(words) {
-            out[i] = match b.dtype {
-                crate::DType::F32 => f32::from_bits(w),
-                crate::DType::I32 => w as i32 as f32,
-            };
+        let mut flag_words = Vec::new();
+        for (&(slot, b, _), w) in group.iter().zip(words) {
+            match slot {
+                Some(i) => {
+                    out[i] = match b.dtype {
+                        crate::DType::F32 => f32::from_bits(w),
+                        crate::DType::I32 => w as i32 as f32,
+                    }
+                }
+                None => flag_words.push(w as i32),
+            }
+        }
+        for pair in flag_words.chunks_exact(2) {
+            if let Some(e) = gpu::recorder::index_error(pair[0], pair[1]) {
+                return Err(e);
+            }
         }
     }
     Ok(out)

@@ -241,11 +241,15 @@ fn commit(
     all.extend(extra.iter().cloned());
     all.extend(new_params.iter().cloned());
     new_state.iter().for_each(|s| all.extend(s.iter().cloned()));
-    realize_pending(&all)?;
+    // An out-of-range index (a bad label) is reported by the read-back
+    // below rather than by a wait of its own: nothing is committed before it.
+    let (realized, index_flags) =
+        crate::backend::gpu::recorder::deferring_index_checks(|| realize_with_pending(&all));
+    let pending = realized?;
     // The loss and the one-element extras in one read-back.
     let mut read = vec![loss.clone()];
     read.extend(extra.iter().filter(|t| t.numel() == 1).cloned());
-    let mut read_values = Tensor::items(&read)?.into_iter();
+    let mut read_values = Tensor::read_items(&read, &index_flags)?.into_iter();
     let value = read_values.next().unwrap_or(f32::NAN);
     let mut values = vec![value];
     values.extend(extra.iter().map(|t| {
@@ -261,6 +265,7 @@ fn commit(
              the inputs, or name the op that made it with set_detect_anomaly / --detect-anomaly)"
         )));
     }
+    store_pending(pending);
     for (p, v) in params.iter().zip(new_params) {
         p.set(v)?;
     }
@@ -273,10 +278,20 @@ fn commit(
 /// Realize `extra` together with every pending [`Parameter::set_lazy`] update,
 /// then store those updates as plain buffers (cutting their graphs).
 pub fn realize_pending(extra: &[Tensor]) -> Result<()> {
+    store_pending(realize_with_pending(extra)?);
+    Ok(())
+}
+
+/// Realize `extra` with the pending updates, which it takes (and returns).
+fn realize_with_pending(extra: &[Tensor]) -> Result<Vec<(Parameter, Tensor)>> {
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
     let mut all = extra.to_vec();
     all.extend(pending.iter().map(|(_, t)| t.clone()));
     Tensor::realize_all(&all)?;
+    Ok(pending)
+}
+
+fn store_pending(pending: Vec<(Parameter, Tensor)>) {
     for (param, value) in pending {
         let mut cur = param.lock();
         // Only replace it if nothing newer was set meanwhile.
@@ -284,7 +299,6 @@ pub fn realize_pending(extra: &[Tensor]) -> Result<()> {
             *cur = value.detach();
         }
     }
-    Ok(())
 }
 
 /// Gradient descent with optional momentum, Nesterov momentum and L2 weight

@@ -385,21 +385,53 @@ impl Recorder {
             }
         }
         if let Some(flag) = self.index_flag.take() {
-            let host = to_host(&flag)?;
-            if let Storage::I32(v) = host.storage.as_ref() {
-                if v[0] != 0 {
-                    return Err(Error::param(
-                        "gather/scatter_add",
-                        format!(
-                            "index {} is out of range for its axis; indices must lie in 0..size",
-                            v[1]
-                        ),
-                    ));
+            let deferred = DEFERRED_INDEX_FLAGS.with(|d| match d.borrow_mut().as_mut() {
+                Some(flags) => {
+                    flags.push(flag.clone());
+                    true
+                }
+                None => false,
+            });
+            if !deferred {
+                let host = to_host(&flag)?;
+                if let Storage::I32(v) = host.storage.as_ref() {
+                    if let Some(e) = index_error(v[0], v[1]) {
+                        return Err(e);
+                    }
                 }
             }
         }
         self.ctx.check_alive()
     }
+}
+
+thread_local! {
+    /// Where submits on this thread put their index-error flags while a
+    /// caller defers the check (see [`deferring_index_checks`]).
+    static DEFERRED_INDEX_FLAGS: std::cell::RefCell<Option<Vec<Value>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with the index-error checks of its submits deferred, returning
+/// their flags: the caller reads them in the same copy as its own results
+/// ([`crate::backend::first_elements`]), one wait instead of one per
+/// submit. Only for callers that discard what `f` computed when a flag is
+/// set (an optimizer step keeps its old parameters).
+pub(crate) fn deferring_index_checks<T>(f: impl FnOnce() -> T) -> (T, Vec<Value>) {
+    let outer = DEFERRED_INDEX_FLAGS.with(|d| d.borrow_mut().replace(Vec::new()));
+    let out = f();
+    let flags = DEFERRED_INDEX_FLAGS.with(|d| std::mem::replace(&mut *d.borrow_mut(), outer));
+    (out, flags.unwrap_or_default())
+}
+
+/// The error an index flag's two words (set, first bad index) stand for.
+pub(crate) fn index_error(set: i32, index: i32) -> Option<Error> {
+    (set != 0).then(|| {
+        Error::param(
+            "gather/scatter_add",
+            format!("index {index} is out of range for its axis; indices must lie in 0..size"),
+        )
+    })
 }
 
 impl Drop for Recorder {
