@@ -10,14 +10,24 @@
 //
 // Dispatch: (column tiles, row tiles, batch or group x K-split). `n_base`
 // offsets the column tiles and `z_base` the z index, so the host can
-// split grids beyond the 65,535-workgroup limit. With `splits` = S > 1
-// slices of `split_k` k each (split-K, for MODE 3's long reductions
-// over few output tiles), split s writes its partial sums to slice s of C,
-// which the host then sums.
+// split grids beyond the 65,535-workgroup limit.
 //
 // The convolution readers do no division in the inner loop: the host
 // uploads `taps`, one vec4 per k (the reduction index) with its offsets,
 // and each invocation decomposes its fixed column once, before the loop.
+//
+// `large` is the version for discrete GPUs: 128x128 tiles of C, each
+// invocation an 8x8 block as four 4x4 sub-blocks (rows 4*ty.. and
+// 64 + 4*ty.., columns likewise), so every workgroup-memory read is a vec4
+// and a warp's reads of A are broadcasts. Two stages of 8-deep A and B
+// slices (16 KiB, WebGPU's default limit): the next slice is fetched into
+// registers while the current one is multiplied, one barrier per slice.
+// Bounds are checked only where tiles are loaded and stored, never in the
+// inner loop. It uses the same readers, so every MODE has it.
+//
+// Split-K (every MODE, both versions): with `splits` = S > 1 slices of
+// `split_k` reduction steps each, split s writes its partial sums to slice
+// s (`slice_len` elements apart) of C, which the host then sums.
 //
 // Two simpler versions stay for `shadergrad bench matmul` to compare with
 // (they read only the matmul fields and bind no `taps`): `naive`, one
@@ -44,7 +54,8 @@ struct GemmParams {
     // Split-K: `splits` slices of `split_k` reduction steps each.
     splits: u32,
     split_k: u32,
-    _pad: u32,
+    // Elements of C per split-K slice (its whole size).
+    slice_len: u32,
     // MODE 0: element offset and batch/row/column strides of A and B.
     a_off: u32,
     a_batch: u32,
@@ -192,16 +203,16 @@ fn store_c(z: u32, m: u32, n: u32, v: f32, slice: u32) {
     let big_m = params.m;
     let big_n = params.n;
     switch MODE {
-        case 0u: { c[(z * big_m + m) * big_n + n] = v; }
+        case 0u: { c[slice + (z * big_m + m) * big_n + n] = v; }
         case 1u: {
             let plane = u32(oh() * ow());
             let img = n / plane;
-            c[(img * oc() + z * og() + m) * plane + n % plane] = v;
+            c[slice + (img * oc() + z * og() + m) * plane + n % plane] = v;
         }
         case 2u: {
             let plane = u32(hh() * ww());
             let img = n / plane;
-            c[(img * ch() + z * cg() + m) * plane + n % plane] = v;
+            c[slice + (img * ch() + z * cg() + m) * plane + n % plane] = v;
         }
         default: { c[slice + (z * og() + m) * big_n + n] = v; }
     }
@@ -209,7 +220,7 @@ fn store_c(z: u32, m: u32, n: u32, v: f32, slice: u32) {
 
 // Slice of C that split `s` writes (0 without split-K).
 fn slice_offset(s: u32) -> u32 {
-    return s * params.m * params.n * groups();
+    return s * params.slice_len;
 }
 
 @compute @workgroup_size(16, 16)
@@ -269,6 +280,112 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let m = m0 + ty + 16u * i;
             let n = n0 + tx + 16u * j;
             if (m < big_m && n < big_n) { store_c(z, m, n, acc[i * 4u + j], slice_offset(split)); }
+        }
+    }
+}
+
+// ---- the large-tile version
+
+const LBM: u32 = 128u;
+const LBN: u32 = 128u;
+const LBK: u32 = 8u;
+// [stage][k][m / 4] and [stage][k][n / 4]: 2 * 8 * 32 vec4 each.
+var<workgroup> stage_a: array<vec4<f32>, 512>;
+var<workgroup> stage_b: array<vec4<f32>, 512>;
+
+// Four consecutive k of row m of A (zeros outside the slice or the matrix).
+fn fetch_a(z: u32, m: u32, k: u32, k_end: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (m < params.m) {
+        for (var i = 0u; i < 4u; i++) {
+            if (k + i < k_end) { v[i] = load_a(z, m, k + i); }
+        }
+    }
+    return v;
+}
+
+// Four consecutive k of column n of B.
+fn fetch_b(z: u32, k: u32, n: u32, k_end: u32, col: vec3<i32>) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (n < params.n) {
+        for (var i = 0u; i < 4u; i++) {
+            if (k + i < k_end) { v[i] = load_b(z, k + i, n, col); }
+        }
+    }
+    return v;
+}
+
+// Store four k of one A row and one B column into a stage.
+fn stage(base: u32, am: u32, ak: u32, bn: u32, bk: u32, pa: vec4<f32>, pb: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        stage_a[base + (ak + i) * 32u + am / 4u][am % 4u] = pa[i];
+        stage_b[base + (bk + i) * 32u + bn / 4u][bn % 4u] = pb[i];
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let zs = wid.z + params.z_base;
+    let z = zs / params.splits;
+    let split = zs % params.splits;
+    let k_begin = split * params.split_k;
+    let k_end = min(k_begin + params.split_k, params.k);
+    let m0 = wid.y * LBM;
+    let n0 = (wid.x + params.n_base) * LBN;
+    let tx = lid.x;
+    let ty = lid.y;
+    let tid = ty * 16u + tx;
+    // Loading roles: row tid / 2 of the A slice, k 4 * (tid % 2)..+4 (a
+    // warp reads 16 rows' 32-byte runs); column tid % 128 of the B slice,
+    // k 4 * (tid / 128)..+4 (a warp reads 32 consecutive columns).
+    let am = tid / 2u;
+    let ak = 4u * (tid % 2u);
+    let bn = tid % LBN;
+    let bk = 4u * (tid / LBN);
+    let col = column(z, min(n0 + bn, params.n - 1u));
+    var acc: array<vec4<f32>, 16>; // [row 0..8][column quad 0..2]
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    let slices = (max(k_end, k_begin) - k_begin + LBK - 1u) / LBK;
+    var pa = fetch_a(z, m0 + am, k_begin + ak, k_end);
+    var pb = fetch_b(z, k_begin + bk, n0 + bn, k_end, col);
+    stage(0u, am, ak, bn, bk, pa, pb);
+    workgroupBarrier();
+    for (var t = 0u; t < slices; t++) {
+        // Fetch slice t + 1 into registers, multiply slice t, then stage
+        // t + 1 in the other half; the barrier ends every read of this half
+        // before the next iteration overwrites it.
+        let more = t + 1u < slices;
+        if (more) {
+            let k0 = k_begin + (t + 1u) * LBK;
+            pa = fetch_a(z, m0 + am, k0 + ak, k_end);
+            pb = fetch_b(z, k0 + bk, n0 + bn, k_end, col);
+        }
+        let cur = (t % 2u) * 256u;
+        for (var kk = 0u; kk < LBK; kk++) {
+            let a_lo = stage_a[cur + kk * 32u + ty];
+            let a_hi = stage_a[cur + kk * 32u + 16u + ty];
+            let b_lo = stage_b[cur + kk * 32u + tx];
+            let b_hi = stage_b[cur + kk * 32u + 16u + tx];
+            for (var r = 0u; r < 4u; r++) {
+                acc[2u * r] = fma(vec4<f32>(a_lo[r]), b_lo, acc[2u * r]);
+                acc[2u * r + 1u] = fma(vec4<f32>(a_lo[r]), b_hi, acc[2u * r + 1u]);
+                acc[2u * r + 8u] = fma(vec4<f32>(a_hi[r]), b_lo, acc[2u * r + 8u]);
+                acc[2u * r + 9u] = fma(vec4<f32>(a_hi[r]), b_hi, acc[2u * r + 9u]);
+            }
+        }
+        if (more) { stage(((t + 1u) % 2u) * 256u, am, ak, bn, bk, pa, pb); }
+        workgroupBarrier();
+    }
+    let slice = slice_offset(split);
+    for (var r = 0u; r < 8u; r++) {
+        let m = m0 + (r / 4u) * 64u + 4u * ty + r % 4u;
+        if (m >= params.m) { continue; }
+        for (var q = 0u; q < 2u; q++) {
+            let v = acc[2u * r + q];
+            for (var j = 0u; j < 4u; j++) {
+                let n = n0 + q * 64u + 4u * tx + j;
+                if (n < params.n) { store_c(z, m, n, v[j], slice); }
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{sample, Entry, Options, Timing};
-use crate::backend::gpu::kernels::gemm::{matmul, MatmulKernel};
+use crate::backend::gpu::kernels::gemm::{matmul, GemmPlan, MatmulKernel};
 use crate::backend::{cpu, Value};
 use crate::op::{BinaryOp, ConvGeom, Op, ReduceOp};
 use crate::{DType, Device, Result, Tensor};
@@ -121,7 +121,12 @@ pub(super) fn cases(opts: &Options) -> Vec<Case> {
     for &n in &sizes {
         out.push(mm("square", None, 1, n, n, n));
         if gpu {
-            for v in [MatmulKernel::Naive, MatmulKernel::Tiled] {
+            for v in [
+                MatmulKernel::Naive,
+                MatmulKernel::Tiled,
+                MatmulKernel::Blocked,
+                MatmulKernel::Large,
+            ] {
                 out.push(mm("square", Some(v), 1, n, n, n));
             }
         }
@@ -505,7 +510,14 @@ impl Kernel {
         rec.submit()?;
         let record = |rec: &mut Recorder| -> Result<()> {
             match self.variant {
-                Some(v) => matmul(rec, v, &inputs[0], &inputs[1], &self.shape).map(drop),
+                Some(v) => matmul(
+                    rec,
+                    Some(GemmPlan::single(v)),
+                    &inputs[0],
+                    &inputs[1],
+                    &self.shape,
+                )
+                .map(drop),
                 None => kernels::exec(rec, &self.op, &inputs, &self.shape, DType::F32).map(drop),
             }
         };

@@ -21,7 +21,7 @@ kernel_params!(GemmParams {
     z_base: u32,
     splits: u32,
     split_k: u32,
-    _pad: u32,
+    slice_len: u32,
     a_off: u32,
     a_batch: u32,
     a_row: u32,
@@ -47,9 +47,6 @@ kernel_params!(GemmParams {
     dw: u32,
     groups: u32,
 });
-
-/// Output tile of gemm.wgsl (both sides).
-const TILE: usize = 64;
 
 /// The operand readers gemm.wgsl compiles (its `MODE` override).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,92 +165,227 @@ fn matmul_operands(
     Ok((a, b, params, batch))
 }
 
-/// A matmul kernel version, kept selectable so the benchmark compares them.
+/// A GEMM kernel version: the engine runs `Blocked` or `Large` (see
+/// [`GemmPlan::choose`]); the other two stay for the benchmark to compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MatmulKernel {
-    /// 64x64 tiles, 4x4 per invocation (what the engine runs).
+    /// 64x64 tiles, 4x4 per invocation: the portable version.
     Blocked,
-    /// One invocation per output, straight from memory.
+    /// 128x128 tiles, 8x8 per invocation, two-stage workgroup memory.
+    Large,
+    /// One invocation per output, straight from memory (matmul only).
     #[cfg_attr(not(any(feature = "bench", test)), allow(dead_code))]
     Naive,
-    /// 16x16 tiles staged in workgroup memory.
+    /// 16x16 tiles staged in workgroup memory (matmul only).
     #[cfg_attr(not(any(feature = "bench", test)), allow(dead_code))]
     Tiled,
 }
 
 impl MatmulKernel {
     #[cfg(test)]
-    pub(crate) const ALL: [MatmulKernel; 3] = [
+    pub(crate) const ALL: [MatmulKernel; 4] = [
         MatmulKernel::Naive,
         MatmulKernel::Tiled,
         MatmulKernel::Blocked,
+        MatmulKernel::Large,
     ];
 
     #[cfg(feature = "bench")]
     pub(crate) fn name(self) -> &'static str {
         match self {
             MatmulKernel::Blocked => "blocked",
+            MatmulKernel::Large => "large",
             MatmulKernel::Naive => "naive",
             MatmulKernel::Tiled => "tiled",
         }
     }
+
+    fn entry(self) -> &'static str {
+        match self {
+            MatmulKernel::Blocked => "main",
+            MatmulKernel::Large => "large",
+            MatmulKernel::Naive => "naive",
+            MatmulKernel::Tiled => "tiled",
+        }
+    }
+
+    /// Output tile side.
+    fn tile(self) -> usize {
+        match self {
+            MatmulKernel::Blocked => 64,
+            MatmulKernel::Large => 128,
+            MatmulKernel::Naive | MatmulKernel::Tiled => 16,
+        }
+    }
+
+    /// Whether it reads the split-K fields and the convolution table.
+    fn full(self) -> bool {
+        matches!(self, MatmulKernel::Blocked | MatmulKernel::Large)
+    }
 }
 
-/// `[..., m, k] @ [..., k, n]` with the given kernel version.
+/// Workgroups that keep a discrete GPU busy (a few per compute unit on
+/// the devices we target); fewer output tiles than this are split along K.
+const BUSY_WORKGROUPS: usize = 256;
+/// Fewest reduction steps a split-K slice gets: shorter slices spend more
+/// on writing and summing partial outputs than they save.
+const MIN_SPLIT_K: usize = 256;
+
+/// How one GEMM runs: which kernel, and into how many split-K slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GemmPlan {
+    pub kernel: MatmulKernel,
+    pub splits: usize,
+}
+
+impl GemmPlan {
+    /// One kernel, no split.
+    #[cfg_attr(not(any(feature = "bench", test)), allow(dead_code))]
+    pub(crate) fn single(kernel: MatmulKernel) -> GemmPlan {
+        GemmPlan { kernel, splits: 1 }
+    }
+
+    /// The engine's choice for an M x N x K product, `z` times (batch or
+    /// groups). Large tiles where they still give every compute unit work;
+    /// split-K where the output has too few tiles for the device and K is
+    /// long. A software adapter (a CPU) has a few threads, not hundreds of
+    /// compute units: it keeps the 64-tile kernel and splits only the
+    /// backward-filter reductions (K = batch * pixels), as before.
+    pub(crate) fn choose(
+        software: bool,
+        mode: GemmMode,
+        m: usize,
+        n: usize,
+        k: usize,
+        z: usize,
+    ) -> GemmPlan {
+        let tiles = |tile: usize| n.div_ceil(tile) * m.div_ceil(tile) * z;
+        let kernel = if !software && tiles(128) >= BUSY_WORKGROUPS {
+            MatmulKernel::Large
+        } else {
+            MatmulKernel::Blocked
+        };
+        let splits = if software && mode != GemmMode::ConvBackwardFilter {
+            1
+        } else {
+            k.div_ceil(MIN_SPLIT_K)
+                .min(BUSY_WORKGROUPS.div_ceil(tiles(kernel.tile())))
+                .max(1)
+        };
+        GemmPlan { kernel, splits }
+    }
+}
+
+/// The engine's plan on this recorder's device.
+fn engine_plan(rec: &Recorder, mode: GemmMode, m: usize, n: usize, k: usize, z: usize) -> GemmPlan {
+    let software = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
+    GemmPlan::choose(software, mode, m, n, k, z)
+}
+
+/// Run a planned GEMM of M x N outputs `z` times into a new value of
+/// `shape`: split-K slices go to a scratch buffer that is summed after.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    rec: &mut Recorder,
+    mode: GemmMode,
+    plan: GemmPlan,
+    params: &mut GemmParams,
+    (a, b, taps): (&Value, &Value, Option<&Value>),
+    z: usize,
+    shape: &[usize],
+    op: &'static str,
+) -> Result<Value> {
+    let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
+    let len = numel(shape);
+    // Slices are whole multiples of both kernels' K step (16 and 8).
+    let chunk = k.div_ceil(plan.splits.max(1)).next_multiple_of(16);
+    let splits = if plan.kernel.full() {
+        k.div_ceil(chunk)
+    } else {
+        1
+    };
+    params.splits = splits as u32;
+    params.split_k = if splits > 1 { chunk as u32 } else { k as u32 };
+    params.slice_len = len as u32;
+    let pipeline = rec
+        .ctx
+        .pipeline(Shader::Gemm, plan.kernel.entry(), &mode.constant())?;
+    let target = rec.output(op, splits * len, DType::F32)?;
+    // The full kernels declare the convolution table; matmul never reads it.
+    let unused_taps = match (plan.kernel.full(), taps) {
+        (true, None) => Some(rec.output(op, 4, DType::I32)?),
+        _ => None,
+    };
+    let taps = match taps.or(unused_taps.as_ref()) {
+        Some(t) if plan.kernel.full() => Bind::Read(t),
+        _ => Bind::Skip,
+    };
+    let tile = plan.kernel.tile();
+    dispatch_tiles(
+        rec,
+        &pipeline,
+        params,
+        &[Bind::Read(a), Bind::Read(b), Bind::Write(&target), taps],
+        (n.div_ceil(tile), m.div_ceil(tile), z * splits),
+        op,
+    )?;
+    if splits == 1 {
+        return Ok(with_shape(target, shape));
+    }
+    let partial = Value {
+        storage: target.storage.clone(),
+        layout: Layout::contiguous(&[splits, len]),
+    };
+    drop(target);
+    let sum = reduce(rec, ReduceOp::Sum, &[0], &partial)?;
+    Ok(with_shape(sum, shape))
+}
+
+/// `[..., m, k] @ [..., k, n]`, planned by the engine or as given.
 pub(crate) fn matmul(
     rec: &mut Recorder,
-    kernel: MatmulKernel,
+    plan: Option<GemmPlan>,
     a: &Value,
     b: &Value,
     shape: &[usize],
 ) -> Result<Value> {
-    let out = rec.output("matmul", numel(shape), DType::F32)?;
     if numel(shape) == 0 {
+        let out = rec.output("matmul", 0, DType::F32)?;
         return Ok(with_shape(out, shape));
     }
     let (a, b, mut params, batch) = matmul_operands(rec, a, b, shape)?;
     if params.k == 0 {
+        let out = rec.output("matmul", numel(shape), DType::F32)?;
         rec.clear(&out);
         return Ok(with_shape(out, shape));
     }
-    let (entry, tile) = match kernel {
-        MatmulKernel::Blocked => ("main", TILE),
-        MatmulKernel::Naive => ("naive", 16),
-        MatmulKernel::Tiled => ("tiled", 16),
-    };
-    let pipeline = rec
-        .ctx
-        .pipeline(Shader::Gemm, entry, &GemmMode::MatMul.constant())?;
-    // The blocked kernel declares the convolution table; matmul never reads it.
-    let unused_taps = match kernel {
-        MatmulKernel::Blocked => Some(rec.output("matmul", 4, DType::I32)?),
-        _ => None,
-    };
-    let taps = unused_taps.as_ref().map_or(Bind::Skip, Bind::Read);
-    let (m, n) = (params.m as usize, params.n as usize);
-    dispatch_tiles(
+    let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
+    let plan = plan.unwrap_or_else(|| engine_plan(rec, GemmMode::MatMul, m, n, k, batch));
+    launch(
         rec,
-        &pipeline,
+        GemmMode::MatMul,
+        plan,
         &mut params,
-        &[Bind::Read(&a), Bind::Read(&b), Bind::Write(&out), taps],
-        (n.div_ceil(tile), m.div_ceil(tile), batch),
+        (&a, &b, None),
+        batch,
+        shape,
         "matmul",
-    )?;
-    Ok(with_shape(out, shape))
+    )
 }
 
-/// One of the three convolutions. Operand pairs: forward (x, w),
-/// backward-data (dy, w), backward-filter (x, dy).
+/// One of the three convolutions, planned by the engine or as given.
+/// Operand pairs: forward (x, w), backward-data (dy, w), backward-filter
+/// (x, dy).
 pub(crate) fn conv(
     rec: &mut Recorder,
     mode: GemmMode,
-    p: &Value,
-    q: &Value,
+    (p, q): (&Value, &Value),
     g: &ConvGeom,
     shape: &[usize],
+    plan: Option<GemmPlan>,
 ) -> Result<Value> {
-    let out = rec.output("conv2d", numel(shape), DType::F32)?;
     if numel(shape) == 0 {
+        let out = rec.output("conv2d", 0, DType::F32)?;
         return Ok(with_shape(out, shape));
     }
     let (p, q) = (dense(rec, p)?, dense(rec, q)?);
@@ -274,6 +406,7 @@ pub(crate) fn conv(
         _ => (og, cg * kh * kw, nb * oh * ow),
     };
     if k == 0 {
+        let out = rec.output("conv2d", numel(shape), DType::F32)?;
         rec.clear(&out);
         return Ok(with_shape(out, shape));
     }
@@ -299,51 +432,28 @@ pub(crate) fn conv(
         groups: groups as u32,
         ..Default::default()
     };
-    // Binding a = weight (fwd, bwd-data) or dy (bwd-filter); b = x or dy.
-    let (a, b) = (&q, &p);
     let taps = conv_taps(rec, mode, &params)?;
-    let pipeline = rec.ctx.pipeline(Shader::Gemm, "main", &mode.constant())?;
-    // Backward-filter reduces over the whole batch into few output tiles:
-    // split K so the device has enough workgroups, then sum the slices.
-    let tiles = n.div_ceil(TILE) * m.div_ceil(TILE) * groups;
-    let splits = if mode == GemmMode::ConvBackwardFilter {
-        k.div_ceil(256).min(256usize.div_ceil(tiles)).max(1)
-    } else {
-        1
+    let plan = match plan {
+        Some(p) if p.kernel.full() => p,
+        Some(p) => {
+            return Err(Error::param(
+                "conv2d",
+                format!("the {:?} kernel has no convolution readers", p.kernel),
+            ))
+        }
+        None => engine_plan(rec, mode, m, n, k, groups),
     };
-    let chunk = k.div_ceil(splits).next_multiple_of(16);
-    let splits = k.div_ceil(chunk);
-    params.splits = splits as u32;
-    params.split_k = chunk as u32;
-    let target = if splits > 1 {
-        rec.output("conv2d split-k", splits * numel(shape), DType::F32)?
-    } else {
-        out.clone()
-    };
-    dispatch_tiles(
+    // Binding a = weight (fwd, bwd-data) or dy (bwd-filter); b = x or dy.
+    launch(
         rec,
-        &pipeline,
+        mode,
+        plan,
         &mut params,
-        &[
-            Bind::Read(a),
-            Bind::Read(b),
-            Bind::Write(&target),
-            Bind::Read(&taps),
-        ],
-        (n.div_ceil(TILE), m.div_ceil(TILE), groups * splits),
+        (&q, &p, Some(&taps)),
+        groups,
+        shape,
         "conv2d",
-    )?;
-    if splits > 1 {
-        drop(out);
-        let partial = Value {
-            storage: target.storage.clone(),
-            layout: Layout::contiguous(&[splits, numel(shape)]),
-        };
-        drop(target);
-        let sum = reduce(rec, ReduceOp::Sum, &[0], &partial)?;
-        return Ok(with_shape(sum, shape));
-    }
-    Ok(with_shape(out, shape))
+    )
 }
 
 /// The per-k offsets gemm.wgsl reads for a convolution (layout in its

@@ -20,6 +20,7 @@ use crate::op::Op;
 use crate::schedule::fusion::Program;
 use crate::shape::Layout;
 use crate::{DType, Error, Result};
+use gemm::GemmMode;
 
 /// Threads per workgroup of the one-dimensional kernels.
 pub(crate) const WORKGROUP: u32 = 256;
@@ -76,18 +77,23 @@ pub(crate) fn exec(
         Op::Shrink(r) => view(x(0), x(0).layout.shrink(r)),
         Op::Pad(p) => copy::pad(rec, x(0), p, shape)?,
         Op::Contiguous => copy::dense(rec, x(0))?,
-        Op::MatMul => gemm::matmul(rec, gemm::MatmulKernel::Blocked, x(0), x(1), shape)?,
-        Op::Conv2d(g) => gemm::conv(rec, gemm::GemmMode::ConvForward, x(0), x(1), g, shape)?,
-        Op::Conv2dBackwardData(g) => {
-            gemm::conv(rec, gemm::GemmMode::ConvBackwardData, x(0), x(1), g, shape)?
-        }
-        Op::Conv2dBackwardFilter(g) => gemm::conv(
+        Op::MatMul => gemm::matmul(rec, None, x(0), x(1), shape)?,
+        Op::Conv2d(g) => gemm::conv(rec, GemmMode::ConvForward, (x(0), x(1)), g, shape, None)?,
+        Op::Conv2dBackwardData(g) => gemm::conv(
             rec,
-            gemm::GemmMode::ConvBackwardFilter,
-            x(0),
-            x(1),
+            GemmMode::ConvBackwardData,
+            (x(0), x(1)),
             g,
             shape,
+            None,
+        )?,
+        Op::Conv2dBackwardFilter(g) => gemm::conv(
+            rec,
+            GemmMode::ConvBackwardFilter,
+            (x(0), x(1)),
+            g,
+            shape,
+            None,
         )?,
         Op::MaxPool2d(g) => return Ok(pool2d::max_forward(rec, g, x(0), shape)?.into()),
         Op::Attention(s) => return attention::forward(rec, s, &inputs),
