@@ -616,3 +616,30 @@ fn pass_timestamps_time_the_recorded_work() {
         "the second pass is counted: {second_long} s vs {short} s"
     );
 }
+
+/// The engine's GEMM plans: large tiles only where M and N fill them (and
+/// on a GPU still give 256 workgroups), split-K where tiles are few and K
+/// is long, and on a software adapter only for backward-filter.
+#[test]
+fn gemm_plans_follow_the_shape_and_the_device() {
+    use super::kernels::gemm::{GemmMode, GemmPlan, MatmulKernel};
+    let plan = |software, mode, m, n, k, z| GemmPlan::choose(software, mode, m, n, k, z);
+    let (mm, filter) = (GemmMode::MatMul, GemmMode::ConvBackwardFilter);
+    let large = |splits| GemmPlan {
+        kernel: MatmulKernel::Large,
+        splits,
+    };
+    let blocked = |splits| GemmPlan {
+        kernel: MatmulKernel::Blocked,
+        splits,
+    };
+    assert_eq!(plan(false, mm, 4096, 4096, 4096, 1), large(1));
+    // 64 large tiles would idle most of a big GPU: 256 small ones instead.
+    assert_eq!(plan(false, mm, 1024, 1024, 1024, 1), blocked(1));
+    // A batch-32 layer's product: one tile, K split into 256-long slices.
+    assert_eq!(plan(false, mm, 32, 64, 2304, 1), blocked(9));
+    assert_eq!(plan(false, mm, 32, 64, 100, 1), blocked(1));
+    assert_eq!(plan(true, mm, 512, 512, 512, 1), large(1));
+    assert_eq!(plan(true, mm, 32, 64, 2304, 1), blocked(1));
+    assert_eq!(plan(true, filter, 64, 288, 5408, 1), blocked(22));
+}
