@@ -24,6 +24,10 @@ pub(crate) struct Context {
     pub(super) pool: Mutex<HashMap<u64, Vec<(wgpu::Buffer, u64)>>>,
     /// Recordings submitted so far: the pool's clock.
     pub(super) submits: std::sync::atomic::AtomicU64,
+    /// Parameter buffers free for the next recording (see
+    /// `Recorder::uniform_slot`), and read-back staging buffers by size.
+    pub(super) uniform_buffers: Mutex<Vec<wgpu::Buffer>>,
+    pub(super) staging: Mutex<Vec<wgpu::Buffer>>,
     /// Convolution offset tables by mode and geometry (see gemm.wgsl).
     pub(super) conv_tables: Mutex<HashMap<Vec<u32>, crate::backend::Value>>,
     /// One-element buffers of constants by (bits, type): `full` nodes are
@@ -255,6 +259,8 @@ pub(crate) fn register(
         pipelines: Default::default(),
         pool: Mutex::new(HashMap::new()),
         submits: Default::default(),
+        uniform_buffers: Mutex::new(Vec::new()),
+        staging: Mutex::new(Vec::new()),
         conv_tables: Mutex::new(HashMap::new()),
         constants: Mutex::new(HashMap::new()),
         texture_read: Mutex::new(None),

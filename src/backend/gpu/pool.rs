@@ -146,6 +146,8 @@ impl Context {
     /// Drop every free buffer the pool holds (after an out-of-memory error,
     /// or to make room under the memory limit).
     pub(crate) fn release_pool(&self) {
+        lock(&self.staging).clear();
+        lock(&self.uniform_buffers).clear();
         let freed: u64 = lock(&self.pool)
             .drain()
             .map(|(_, v)| v.iter().map(|(b, _)| b.size()).sum::<u64>())
@@ -333,12 +335,7 @@ impl Context {
             return Ok(Vec::new());
         }
         let bytes = 4 * at.len() as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("download elements"),
-            size: bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.staging_buffer(bytes);
         let mut enc = self.device.create_command_encoder(&Default::default());
         for (i, (b, offset)) in at.iter().enumerate() {
             if *offset >= b.len || !b.raw().usage().contains(wgpu::BufferUsages::COPY_SRC) {
@@ -353,9 +350,38 @@ impl Context {
             }
             enc.copy_buffer_to_buffer(b.raw(), 4 * *offset as u64, &staging, 4 * i as u64, 4);
         }
-        self.read_back(enc, &staging, |bytes| {
+        self.read_back(enc, (staging, bytes), |bytes| {
             bytemuck::cast_slice::<u8, u32>(bytes)[..at.len()].to_vec()
         })
+    }
+
+    /// A read-back buffer of at least `bytes` (a power of two from 256),
+    /// from those earlier downloads left or new.
+    fn staging_buffer(&self, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.next_power_of_two().max(256);
+        let mut free = lock(&self.staging);
+        if let Some(i) = free.iter().position(|b| b.size() == size) {
+            return free.swap_remove(i);
+        }
+        drop(free);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Keep a read-back buffer for the next download of its size: a few of
+    /// them, up to 16 MiB each (a step's loss or a batch's logits, not a
+    /// whole model read once).
+    fn return_staging(&self, buffer: wgpu::Buffer) {
+        const KEPT: usize = 8;
+        const LARGEST: u64 = 16 << 20;
+        let mut free = lock(&self.staging);
+        if free.len() < KEPT && buffer.size() <= LARGEST {
+            free.push(buffer);
+        }
     }
 
     /// Read a buffer back (waits for all submitted work).
@@ -381,31 +407,26 @@ impl Context {
                 ),
             ));
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("download"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.staging_buffer(bytes);
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(b.raw(), 0, &staging, 0, bytes);
-        self.read_back(enc, &staging, |bytes| match b.dtype {
+        self.read_back(enc, (staging, bytes), |bytes| match b.dtype {
             DType::F32 => Storage::F32(bytemuck::cast_slice(bytes).to_vec()),
             DType::I32 => Storage::I32(bytemuck::cast_slice(bytes).to_vec()),
         })
     }
 
-    /// Submit `enc` (which copies into `staging`), wait for the device, and
-    /// read the mapped staging buffer with `read`.
+    /// Submit `enc` (which copies `bytes` into `staging`), wait for the
+    /// device, and read those bytes of the mapped staging buffer with `read`.
     fn read_back<T>(
         &self,
         enc: wgpu::CommandEncoder,
-        staging: &wgpu::Buffer,
+        (staging, bytes): (wgpu::Buffer, u64),
         read: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
             let _ = tx.send(r);
         });
         self.wait()?;
@@ -416,11 +437,12 @@ impl Context {
             .map_err(|e| self.lost_or(Error::Device(format!("download: mapping failed: {e}"))))?;
         let out = {
             let view = staging
-                .get_mapped_range(..)
+                .get_mapped_range(..bytes)
                 .map_err(|e| self.lost_or(Error::Device(format!("download: {e}"))))?;
             read(&view)
         };
         staging.unmap();
+        self.return_staging(staging);
         Ok(out)
     }
 }

@@ -46,10 +46,9 @@ pub(crate) struct Recorder {
     /// an entry nobody else holds is free for later dispatches of this encoder.
     held: Vec<Arc<Storage>>,
     dispatches: usize,
-    /// Parameter buffers of this recording (see `uniform_slot`).
-    uniforms: Vec<wgpu::Buffer>,
-    uniform_used: u64,
-    uniform_mapped: bool,
+    /// Parameter buffers of this recording, each with the bytes it gets
+    /// at the submit (see `uniform_slot`).
+    uniforms: Vec<(wgpu::Buffer, Vec<u8>)>,
     error_scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
     /// A word kernels set when they meet an out-of-range index.
     pub(crate) index_flag: Option<Value>,
@@ -77,8 +76,6 @@ impl Recorder {
             held: Vec::new(),
             dispatches: 0,
             uniforms: Vec::new(),
-            uniform_used: 0,
-            uniform_mapped: false,
             error_scopes: Some((oom, validation)),
             index_flag: None,
             _turn: turn,
@@ -161,43 +158,51 @@ impl Recorder {
     }
 
     /// A slot holding one dispatch's parameters: (index into `uniforms`,
-    /// offset). Slots come from buffers mapped at creation and written in
-    /// place, so a dispatch costs no buffer of its own; `unmap_uniforms`
-    /// runs before the submit.
+    /// offset). Slots are gathered on the host and written with one
+    /// `write_buffer` per buffer before the submit (`flush_uniforms`), into
+    /// buffers the context keeps between recordings: a dispatch costs no
+    /// buffer of its own, a recording none in the common case. A queue
+    /// write lands after every earlier submit, so a buffer goes back to the
+    /// context as soon as its recording is submitted.
     fn uniform_slot(&mut self, bytes: &[u8]) -> Result<(usize, u64)> {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
         let slot = (bytes.len() as u64).next_multiple_of(align.max(16));
-        if self.uniforms.is_empty() || self.uniform_used + slot > UNIFORM_BUFFER_BYTES {
-            self.unmap_uniforms();
-            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: UNIFORM_BUFFER_BYTES,
-                usage: wgpu::BufferUsages::UNIFORM,
-                mapped_at_creation: true,
+        let full = self
+            .uniforms
+            .last()
+            .is_none_or(|(_, used)| used.len() as u64 + slot > UNIFORM_BUFFER_BYTES);
+        if full {
+            let buffer = lock(&self.ctx.uniform_buffers).pop().unwrap_or_else(|| {
+                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: UNIFORM_BUFFER_BYTES,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
             });
-            self.uniforms.push(buffer);
-            self.uniform_used = 0;
-            self.uniform_mapped = true;
+            self.uniforms.push((buffer, Vec::with_capacity(4096)));
         }
         let index = self.uniforms.len() - 1;
-        let offset = self.uniform_used;
-        {
-            let mut view = self.uniforms[index]
-                .get_mapped_range_mut(offset..offset + bytes.len() as u64)
-                .map_err(|e| Error::Device(format!("dispatch: mapping parameters failed: {e}")))?;
-            view.slice(..).copy_from_slice(bytes);
-        }
-        self.uniform_used += slot;
+        let host = &mut self.uniforms[index].1;
+        let offset = host.len() as u64;
+        host.extend_from_slice(bytes);
+        host.resize((offset + slot) as usize, 0);
         Ok((index, offset))
     }
 
-    fn unmap_uniforms(&mut self) {
-        if self.uniform_mapped {
-            if let Some(b) = self.uniforms.last() {
-                b.unmap();
+    /// Write the parameter bytes into their buffers (before the submit).
+    fn flush_uniforms(&mut self) {
+        for (buffer, bytes) in &self.uniforms {
+            if !bytes.is_empty() {
+                self.ctx.queue.write_buffer(buffer, 0, bytes);
             }
-            self.uniform_mapped = false;
         }
+    }
+
+    /// Hand the parameter buffers back to the context (after the submit).
+    fn return_uniforms(&mut self) {
+        let mut free = lock(&self.ctx.uniform_buffers);
+        free.extend(self.uniforms.drain(..).map(|(b, _)| b));
     }
 
     /// Record one dispatch of `pipeline` with `params` at binding 0 and
@@ -214,7 +219,7 @@ impl Recorder {
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.uniforms[uniform],
+                buffer: &self.uniforms[uniform].0,
                 offset,
                 size: std::num::NonZeroU64::new(bytes.len() as u64),
             }),
@@ -303,7 +308,6 @@ impl Recorder {
         Ok(())
     }
 
-    /// Submit everything recorded; report errors the device raised meanwhile.
     /// Time this recording's compute passes with timestamp queries, where
     /// the device has them (`submit_timed` reads the time).
     #[cfg(feature = "bench")]
@@ -357,11 +361,13 @@ impl Recorder {
         ))
     }
 
+    /// Submit everything recorded; report errors the device raised meanwhile.
     pub(crate) fn submit(mut self) -> Result<()> {
         self.end_pass();
-        self.unmap_uniforms();
+        self.flush_uniforms();
         let encoder = self.encoder.take().expect("present until submit");
         self.ctx.queue.submit([encoder.finish()]);
+        self.return_uniforms();
         self.ctx.tick_and_trim();
         let errors = self.error_scopes.take().map(|(oom, validation)| {
             let v = pollster::block_on(validation.pop());
@@ -440,8 +446,9 @@ impl Drop for Recorder {
         // has, so buffers return to the pool in a consistent order.
         self.end_pass();
         if let Some(encoder) = self.encoder.take() {
-            self.unmap_uniforms();
+            self.flush_uniforms();
             self.ctx.queue.submit([encoder.finish()]);
+            self.return_uniforms();
         }
         // Scopes pop innermost first.
         if let Some((oom, validation)) = self.error_scopes.take() {
