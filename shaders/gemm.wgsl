@@ -25,7 +25,11 @@
 // Bounds are checked only where tiles are loaded and stored, never in the
 // inner loop. It uses the same readers, so every MODE has it.
 //
-// Split-K (every MODE, both versions): with `splits` = S > 1 slices of
+// `small` is `large` for products with few rows (a batch-32 layer's M):
+// 32x128 tiles, 4x4 per invocation, a 32-row A slice of one element per
+// invocation; the B side is `large`'s.
+//
+// Split-K (every MODE, all three): with `splits` = S > 1 slices of
 // `split_k` reduction steps each, split s writes its partial sums to slice
 // s (`slice_len` elements apart) of C, which the host then sums.
 //
@@ -386,6 +390,81 @@ fn large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
                 let n = n0 + q * 64u + 4u * tx + j;
                 if (n < params.n) { store_c(z, m, n, v[j], slice); }
             }
+        }
+    }
+}
+
+// ---- the small-M version
+
+const SBM: u32 = 32u;
+// [stage][k][m / 4]: 2 * 8 * 8 vec4; B goes to `stage_b` as in `large`.
+var<workgroup> thin_a: array<vec4<f32>, 128>;
+
+fn fetch_one_a(z: u32, m: u32, k: u32, k_end: u32) -> f32 {
+    if (m < params.m && k < k_end) { return load_a(z, m, k); }
+    return 0.0;
+}
+
+fn stage_small(s: u32, am: u32, ak: u32, bn: u32, bk: u32, pa: f32, pb: vec4<f32>) {
+    thin_a[s * 64u + ak * 8u + am / 4u][am % 4u] = pa;
+    for (var i = 0u; i < 4u; i++) {
+        stage_b[s * 256u + (bk + i) * 32u + bn / 4u][bn % 4u] = pb[i];
+    }
+}
+
+@compute @workgroup_size(32, 8)
+fn small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let zs = wid.z + params.z_base;
+    let z = zs / params.splits;
+    let split = zs % params.splits;
+    let k_begin = split * params.split_k;
+    let k_end = min(k_begin + params.split_k, params.k);
+    let m0 = wid.y * SBM;
+    let n0 = (wid.x + params.n_base) * LBN;
+    // This invocation's outputs: rows 4 * ty.., columns 4 * tx...
+    let tx = lid.x;
+    let ty = lid.y;
+    let tid = ty * 32u + tx;
+    // Loading roles: element (row tid / 8, k tid % 8) of the A slice (a
+    // warp reads four rows' 32-byte runs); B as in `large`.
+    let am = tid / 8u;
+    let ak = tid % 8u;
+    let bn = tid % LBN;
+    let bk = 4u * (tid / LBN);
+    let col = column(z, min(n0 + bn, params.n - 1u));
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+    let slices = (max(k_end, k_begin) - k_begin + LBK - 1u) / LBK;
+    var pa = fetch_one_a(z, m0 + am, k_begin + ak, k_end);
+    var pb = fetch_b(z, k_begin + bk, n0 + bn, k_end, col);
+    stage_small(0u, am, ak, bn, bk, pa, pb);
+    workgroupBarrier();
+    for (var t = 0u; t < slices; t++) {
+        let more = t + 1u < slices;
+        if (more) {
+            let k0 = k_begin + (t + 1u) * LBK;
+            pa = fetch_one_a(z, m0 + am, k0 + ak, k_end);
+            pb = fetch_b(z, k0 + bk, n0 + bn, k_end, col);
+        }
+        let ca = (t % 2u) * 64u;
+        let cb = (t % 2u) * 256u;
+        for (var kk = 0u; kk < LBK; kk++) {
+            let a = thin_a[ca + kk * 8u + ty];
+            let b = stage_b[cb + kk * 32u + tx];
+            for (var r = 0u; r < 4u; r++) {
+                acc[r] = fma(vec4<f32>(a[r]), b, acc[r]);
+            }
+        }
+        if (more) { stage_small((t + 1u) % 2u, am, ak, bn, bk, pa, pb); }
+        workgroupBarrier();
+    }
+    let slice = slice_offset(split);
+    for (var r = 0u; r < 4u; r++) {
+        let m = m0 + 4u * ty + r;
+        if (m >= params.m) { continue; }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + 4u * tx + j;
+            if (n < params.n) { store_c(z, m, n, acc[r][j], slice); }
         }
     }
 }

@@ -11,7 +11,7 @@ pair them by name.
 The table printed here pairs the peer with the `--like` report (ratio =
 their time / ours; above 1: shadergrad is faster). Entries without a
 PyTorch counterpart (our kernel versions next to the engine's choice:
-naive, tiled, blocked, large) are skipped.
+naive, tiled, blocked, large, small) are skipped.
 Threads: $SHADERGRAD_THREADS, else the report's host threads.
 """
 import argparse
@@ -238,7 +238,7 @@ def main():
           f"against {ours['tool']} on {ours['device']['adapter']}")
     print(f"{'entry':<64} {'ours ms':>10} {'torch ms':>10} {'ratio':>7}")
     for e in ours["entries"]:
-        if any(f" {v} " in e["name"] for v in ("naive", "tiled", "blocked", "large")):
+        if any(f" {v} " in e["name"] for v in ("naive", "tiled", "blocked", "large", "small")):
             continue
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

@@ -126,6 +126,7 @@ pub(super) fn cases(opts: &Options) -> Vec<Case> {
                 MatmulKernel::Tiled,
                 MatmulKernel::Blocked,
                 MatmulKernel::Large,
+                MatmulKernel::Small,
             ] {
                 out.push(mm("square", Some(v), 1, n, n, n));
             }

@@ -327,7 +327,11 @@ fn every_matmul_version_matches_the_cpu() {
             _ => unreachable!("f32"),
         });
         let mut plans: Vec<GemmPlan> = MatmulKernel::ALL.map(GemmPlan::single).to_vec();
-        for kernel in [MatmulKernel::Blocked, MatmulKernel::Large] {
+        for kernel in [
+            MatmulKernel::Blocked,
+            MatmulKernel::Large,
+            MatmulKernel::Small,
+        ] {
             plans.push(GemmPlan { kernel, splits: 3 });
         }
         for plan in plans {
@@ -411,7 +415,11 @@ fn every_conv_plan_matches_the_cpu() {
             let want =
                 cpu::exec(&op, &[p_in.clone(), q_in.clone()], &shape, DType::F32).expect("cpu");
             let want = dense(&want);
-            for kernel in [MatmulKernel::Blocked, MatmulKernel::Large] {
+            for kernel in [
+                MatmulKernel::Blocked,
+                MatmulKernel::Large,
+                MatmulKernel::Small,
+            ] {
                 for splits in [1, 2] {
                     let plan = GemmPlan { kernel, splits };
                     let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
@@ -618,7 +626,8 @@ fn pass_timestamps_time_the_recorded_work() {
 }
 
 /// The engine's GEMM plans: large tiles only where M and N fill them (and
-/// on a GPU still give 256 workgroups), split-K where tiles are few and K
+/// on a GPU still give 256 workgroups), 32-row tiles for M <= 32 (on a
+/// software adapter wherever large tiles do not fill), split-K where tiles are few and K
 /// is long, and on a software adapter only for backward-filter.
 #[test]
 fn gemm_plans_follow_the_shape_and_the_device() {
@@ -633,13 +642,19 @@ fn gemm_plans_follow_the_shape_and_the_device() {
         kernel: MatmulKernel::Blocked,
         splits,
     };
+    let small = |splits| GemmPlan {
+        kernel: MatmulKernel::Small,
+        splits,
+    };
     assert_eq!(plan(false, mm, 4096, 4096, 4096, 1), large(1));
     // 64 large tiles would idle most of a big GPU: 256 small ones instead.
     assert_eq!(plan(false, mm, 1024, 1024, 1024, 1), blocked(1));
     // A batch-32 layer's product: one tile, K split into 256-long slices.
-    assert_eq!(plan(false, mm, 32, 64, 2304, 1), blocked(9));
-    assert_eq!(plan(false, mm, 32, 64, 100, 1), blocked(1));
+    assert_eq!(plan(false, mm, 32, 64, 2304, 1), small(9));
+    assert_eq!(plan(false, mm, 32, 64, 100, 1), small(1));
+    assert_eq!(plan(false, mm, 64, 64, 100, 1), blocked(1));
     assert_eq!(plan(true, mm, 512, 512, 512, 1), large(1));
-    assert_eq!(plan(true, mm, 32, 64, 2304, 1), blocked(1));
-    assert_eq!(plan(true, filter, 64, 288, 5408, 1), blocked(22));
+    assert_eq!(plan(true, mm, 32, 64, 2304, 1), small(1));
+    assert_eq!(plan(true, filter, 64, 288, 5408, 1), small(22));
+    assert_eq!(plan(true, mm, 64, 64, 100, 1), small(1));
 }

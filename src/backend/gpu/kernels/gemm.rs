@@ -173,6 +173,8 @@ pub(crate) enum MatmulKernel {
     Blocked,
     /// 128x128 tiles, 8x8 per invocation, two-stage workgroup memory.
     Large,
+    /// 32x128 tiles, 4x4 per invocation: `Large` for few rows.
+    Small,
     /// One invocation per output, straight from memory (matmul only).
     #[cfg_attr(not(any(feature = "bench", test)), allow(dead_code))]
     Naive,
@@ -183,11 +185,12 @@ pub(crate) enum MatmulKernel {
 
 impl MatmulKernel {
     #[cfg(test)]
-    pub(crate) const ALL: [MatmulKernel; 4] = [
+    pub(crate) const ALL: [MatmulKernel; 5] = [
         MatmulKernel::Naive,
         MatmulKernel::Tiled,
         MatmulKernel::Blocked,
         MatmulKernel::Large,
+        MatmulKernel::Small,
     ];
 
     #[cfg(feature = "bench")]
@@ -195,6 +198,7 @@ impl MatmulKernel {
         match self {
             MatmulKernel::Blocked => "blocked",
             MatmulKernel::Large => "large",
+            MatmulKernel::Small => "small",
             MatmulKernel::Naive => "naive",
             MatmulKernel::Tiled => "tiled",
         }
@@ -204,23 +208,25 @@ impl MatmulKernel {
         match self {
             MatmulKernel::Blocked => "main",
             MatmulKernel::Large => "large",
+            MatmulKernel::Small => "small",
             MatmulKernel::Naive => "naive",
             MatmulKernel::Tiled => "tiled",
         }
     }
 
-    /// Output tile side.
-    fn tile(self) -> usize {
+    /// Output tile: (rows, columns).
+    fn tile(self) -> (usize, usize) {
         match self {
-            MatmulKernel::Blocked => 64,
-            MatmulKernel::Large => 128,
-            MatmulKernel::Naive | MatmulKernel::Tiled => 16,
+            MatmulKernel::Blocked => (64, 64),
+            MatmulKernel::Large => (128, 128),
+            MatmulKernel::Small => (32, 128),
+            MatmulKernel::Naive | MatmulKernel::Tiled => (16, 16),
         }
     }
 
     /// Whether it reads the split-K fields and the convolution table.
     fn full(self) -> bool {
-        matches!(self, MatmulKernel::Blocked | MatmulKernel::Large)
+        !matches!(self, MatmulKernel::Naive | MatmulKernel::Tiled)
     }
 }
 
@@ -247,12 +253,14 @@ impl GemmPlan {
 
     /// The engine's choice for an M x N x K product, `z` times (batch or
     /// groups). Large tiles where M and N fill them and, on a GPU, where
-    /// they still give every compute unit work; split-K where the output
-    /// has too few tiles for the device and K is long. A software adapter
-    /// (a CPU: a few threads, not hundreds of compute units) takes large
-    /// tiles whenever they fill (on llvmpipe they run a 512^3 matmul 2.5x
-    /// faster than 64-tiles, and a convolution with M = 64 1.1-1.3x slower),
-    /// and splits only the backward-filter reductions (K = batch * pixels).
+    /// they still give every compute unit work; 32-row tiles for M <= 32
+    /// (a batch-32 layer); split-K where the output has too few tiles for
+    /// the device and K is long. A software adapter (a CPU: a few threads,
+    /// not hundreds of compute units) takes large tiles wherever they fill
+    /// and 32-row tiles everywhere else (llvmpipe: matmul 512^3 2.5x
+    /// faster on large tiles than on 64-tiles; 32-row tiles 1.0-2.3x
+    /// faster than 64-tiles on every seed-cnn convolution, M = 3..64), and
+    /// splits only the backward-filter reductions (K = batch * pixels).
     pub(crate) fn choose(
         software: bool,
         mode: GemmMode,
@@ -261,10 +269,15 @@ impl GemmPlan {
         k: usize,
         z: usize,
     ) -> GemmPlan {
-        let tiles = |tile: usize| n.div_ceil(tile) * m.div_ceil(tile) * z;
+        let tiles = |kernel: MatmulKernel| {
+            let (rows, cols) = kernel.tile();
+            n.div_ceil(cols) * m.div_ceil(rows) * z
+        };
         let fills = m >= 128 && n >= 128;
-        let kernel = if fills && (software || tiles(128) >= BUSY_WORKGROUPS) {
+        let kernel = if fills && (software || tiles(MatmulKernel::Large) >= BUSY_WORKGROUPS) {
             MatmulKernel::Large
+        } else if software || m <= 32 {
+            MatmulKernel::Small
         } else {
             MatmulKernel::Blocked
         };
@@ -272,7 +285,7 @@ impl GemmPlan {
             1
         } else {
             k.div_ceil(MIN_SPLIT_K)
-                .min(BUSY_WORKGROUPS.div_ceil(tiles(kernel.tile())))
+                .min(BUSY_WORKGROUPS.div_ceil(tiles(kernel)))
                 .max(1)
         };
         GemmPlan { kernel, splits }
@@ -286,6 +299,7 @@ fn forced_kernel() -> Option<MatmulKernel> {
     *FORCED.get_or_init(|| match std::env::var("SHADERGRAD_GEMM").as_deref() {
         Ok("blocked") => Some(MatmulKernel::Blocked),
         Ok("large") => Some(MatmulKernel::Large),
+        Ok("small") => Some(MatmulKernel::Small),
         _ => None,
     })
 }
@@ -338,13 +352,13 @@ fn launch(
         Some(t) if plan.kernel.full() => Bind::Read(t),
         _ => Bind::Skip,
     };
-    let tile = plan.kernel.tile();
+    let (rows, cols) = plan.kernel.tile();
     dispatch_tiles(
         rec,
         &pipeline,
         params,
         &[Bind::Read(a), Bind::Read(b), Bind::Write(&target), taps],
-        (n.div_ceil(tile), m.div_ceil(tile), z * splits),
+        (n.div_ceil(cols), m.div_ceil(rows), z * splits),
         op,
     )?;
     if splits == 1 {
