@@ -22,6 +22,9 @@
 // and a warp's reads of A are broadcasts. Two stages of 8-deep A and B
 // slices (16 KiB, WebGPU's default limit): the next slice is fetched into
 // registers while the current one is multiplied, one barrier per slice.
+// The A slice is stored transposed with its vec4 index XOR-swizzled by k
+// (`swizzle`), so a warp's stores of rows 0..15 at k and k + 4 fall in
+// different banks; reads apply the same swizzle and stay vec4.
 // Bounds are checked only where tiles are loaded and stored, never in the
 // inner loop. It uses the same readers, so every MODE has it.
 //
@@ -319,10 +322,16 @@ fn fetch_b(z: u32, k: u32, n: u32, k_end: u32, col: vec3<i32>) -> vec4<f32> {
     return v;
 }
 
+// The vec4 column of row quad q at slice row k of a stage of A: k >= 4
+// flips bit 2, which keeps q within its half (0..15 or 16..31).
+fn swizzle(q: u32, k: u32) -> u32 {
+    return q ^ (k & 4u);
+}
+
 // Store four k of one A row and one B column into a stage.
 fn stage(base: u32, am: u32, ak: u32, bn: u32, bk: u32, pa: vec4<f32>, pb: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
-        stage_a[base + (ak + i) * 32u + am / 4u][am % 4u] = pa[i];
+        stage_a[base + (ak + i) * 32u + swizzle(am / 4u, ak + i)][am % 4u] = pa[i];
         stage_b[base + (bk + i) * 32u + bn / 4u][bn % 4u] = pb[i];
     }
 }
@@ -366,8 +375,8 @@ fn large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
         }
         let cur = (t % 2u) * 256u;
         for (var kk = 0u; kk < LBK; kk++) {
-            let a_lo = stage_a[cur + kk * 32u + ty];
-            let a_hi = stage_a[cur + kk * 32u + 16u + ty];
+            let a_lo = stage_a[cur + kk * 32u + swizzle(ty, kk)];
+            let a_hi = stage_a[cur + kk * 32u + swizzle(16u + ty, kk)];
             let b_lo = stage_b[cur + kk * 32u + tx];
             let b_hi = stage_b[cur + kk * 32u + 16u + tx];
             for (var r = 0u; r < 4u; r++) {
@@ -405,8 +414,10 @@ fn fetch_one_a(z: u32, m: u32, k: u32, k_end: u32) -> f32 {
     return 0.0;
 }
 
+// The A element goes to row quad am / 4 XOR k: a warp's 32 stores (rows
+// 0..3 at k 0..7) land in 32 different banks.
 fn stage_small(s: u32, am: u32, ak: u32, bn: u32, bk: u32, pa: f32, pb: vec4<f32>) {
-    thin_a[s * 64u + ak * 8u + am / 4u][am % 4u] = pa;
+    thin_a[s * 64u + ak * 8u + ((am / 4u) ^ ak)][am % 4u] = pa;
     for (var i = 0u; i < 4u; i++) {
         stage_b[s * 256u + (bk + i) * 32u + bn / 4u][bn % 4u] = pb[i];
     }
@@ -449,7 +460,7 @@ fn small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
         let ca = (t % 2u) * 64u;
         let cb = (t % 2u) * 256u;
         for (var kk = 0u; kk < LBK; kk++) {
-            let a = thin_a[ca + kk * 8u + ty];
+            let a = thin_a[ca + kk * 8u + (ty ^ kk)];
             let b = stage_b[cb + kk * 32u + tx];
             for (var r = 0u; r < 4u; r++) {
                 acc[r] = fma(vec4<f32>(a[r]), b, acc[r]);
