@@ -626,9 +626,9 @@ fn pass_timestamps_time_the_recorded_work() {
 }
 
 /// The engine's GEMM plans: large tiles only where M and N fill them (and
-/// on a GPU still give 256 workgroups), 32-row tiles for M <= 32 (on a
-/// software adapter wherever large tiles do not fill), split-K where tiles are few and K
-/// is long, and on a software adapter only for backward-filter.
+/// on a GPU still give 256 workgroups), 32x128 tiles for M <= 32 (on a
+/// software adapter also wherever N fills them), split-K where tiles are
+/// few and K is long, and on a software adapter only for backward-filter.
 #[test]
 fn gemm_plans_follow_the_shape_and_the_device() {
     use super::kernels::gemm::{GemmMode, GemmPlan, MatmulKernel};
@@ -656,5 +656,7 @@ fn gemm_plans_follow_the_shape_and_the_device() {
     assert_eq!(plan(true, mm, 512, 512, 512, 1), large(1));
     assert_eq!(plan(true, mm, 32, 64, 2304, 1), small(1));
     assert_eq!(plan(true, filter, 64, 288, 5408, 1), small(22));
-    assert_eq!(plan(true, mm, 64, 64, 100, 1), small(1));
+    assert_eq!(plan(true, mm, 64, 128, 100, 1), small(1));
+    // Half of a 128-wide tile would idle: 64x64 tiles.
+    assert_eq!(plan(true, mm, 8192, 64, 64, 1), blocked(1));
 }

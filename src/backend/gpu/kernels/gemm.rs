@@ -165,7 +165,7 @@ fn matmul_operands(
     Ok((a, b, params, batch))
 }
 
-/// A GEMM kernel version: the engine runs `Blocked` or `Large` (see
+/// A GEMM kernel version: the engine runs `Blocked`, `Large` or `Small` (see
 /// [`GemmPlan::choose`]); the other two stay for the benchmark to compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MatmulKernel {
@@ -257,10 +257,11 @@ impl GemmPlan {
     /// (a batch-32 layer); split-K where the output has too few tiles for
     /// the device and K is long. A software adapter (a CPU: a few threads,
     /// not hundreds of compute units) takes large tiles wherever they fill
-    /// and 32-row tiles everywhere else (llvmpipe: matmul 512^3 2.5x
-    /// faster on large tiles than on 64-tiles; 32-row tiles 1.0-2.3x
-    /// faster than 64-tiles on every seed-cnn convolution, M = 3..64), and
-    /// splits only the backward-filter reductions (K = batch * pixels).
+    /// and 32x128 tiles wherever N fills them (llvmpipe: matmul 512^3 2.5x
+    /// faster on large tiles than on 64-tiles; 32x128 tiles 1.0-2.3x
+    /// faster than 64-tiles on every seed-cnn convolution, M = 3..64, and
+    /// 1.6x slower on a 8192x64x64 product), and splits only the
+    /// backward-filter reductions (K = batch * pixels).
     pub(crate) fn choose(
         software: bool,
         mode: GemmMode,
@@ -276,7 +277,7 @@ impl GemmPlan {
         let fills = m >= 128 && n >= 128;
         let kernel = if fills && (software || tiles(MatmulKernel::Large) >= BUSY_WORKGROUPS) {
             MatmulKernel::Large
-        } else if software || m <= 32 {
+        } else if m <= 32 || (software && n >= 128) {
             MatmulKernel::Small
         } else {
             MatmulKernel::Blocked
@@ -292,7 +293,7 @@ impl GemmPlan {
     }
 }
 
-/// `SHADERGRAD_GEMM=blocked` or `=large` runs every GEMM on that kernel
+/// `SHADERGRAD_GEMM=blocked`, `=large` or `=small` runs every GEMM on that kernel
 /// (to compare; the engine chooses per shape otherwise).
 fn forced_kernel() -> Option<MatmulKernel> {
     static FORCED: std::sync::OnceLock<Option<MatmulKernel>> = std::sync::OnceLock::new();
