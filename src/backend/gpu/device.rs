@@ -28,6 +28,8 @@ pub(crate) struct Context {
     /// `Recorder::uniform_slot`), and read-back staging buffers by size.
     pub(super) uniform_buffers: Mutex<Vec<wgpu::Buffer>>,
     pub(super) staging: Mutex<Vec<wgpu::Buffer>>,
+    /// Small `arange` results by (start, step, length, type).
+    pub(crate) aranges: Mutex<HashMap<(u64, u64, usize, crate::DType), crate::backend::Value>>,
     /// Convolution offset tables by mode and geometry (see gemm.wgsl).
     pub(super) conv_tables: Mutex<HashMap<Vec<u32>, crate::backend::Value>>,
     /// One-element buffers of constants by (bits, type): `full` nodes are
@@ -261,6 +263,7 @@ pub(crate) fn register(
         submits: Default::default(),
         uniform_buffers: Mutex::new(Vec::new()),
         staging: Mutex::new(Vec::new()),
+        aranges: Mutex::new(HashMap::new()),
         conv_tables: Mutex::new(HashMap::new()),
         constants: Mutex::new(HashMap::new()),
         texture_read: Mutex::new(None),

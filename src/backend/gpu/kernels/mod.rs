@@ -14,6 +14,7 @@ pub(crate) mod probe;
 pub(crate) mod reduce;
 pub(crate) mod texture;
 
+use super::lock;
 use super::recorder::Recorder;
 use crate::backend::Value;
 use crate::op::Op;
@@ -50,6 +51,14 @@ pub(crate) fn exec(
         Op::Full(v) => rec.constant(*v, dtype, shape)?,
         Op::Rand { seed } => fill::fill(rec, fill::Fill::Rand { seed: *seed }, shape)?,
         Op::Arange { start, step } => {
+            // Small ranges (an argmax's indices, a one-hot's classes) are
+            // the same every step: computed once per device.
+            const CACHED: usize = 1 << 16;
+            let n = crate::shape::numel(shape);
+            let key = (start.to_bits(), step.to_bits(), n, dtype);
+            if let Some(v) = lock(&rec.ctx.aranges).get(&key) {
+                return Ok(vec![with_shape(v.clone(), shape)]);
+            }
             let f = match dtype {
                 DType::F32 => fill::Fill::ArangeF32 {
                     start: *start as f32,
@@ -60,7 +69,15 @@ pub(crate) fn exec(
                     step: *step as i32,
                 },
             };
-            fill::fill(rec, f, shape)?
+            let v = fill::fill(rec, f, shape)?;
+            if n <= CACHED {
+                let mut table = lock(&rec.ctx.aranges);
+                if table.len() >= 256 {
+                    table.clear();
+                }
+                table.insert(key, v.clone());
+            }
+            v
         }
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast(_) => {
             let program = Program::single(op.clone(), inputs.len());
