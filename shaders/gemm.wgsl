@@ -230,16 +230,31 @@ fn slice_offset(s: u32) -> u32 {
     return s * params.slice_len;
 }
 
+// Which product (batch or group) z and which split-K slice [k_begin,
+// k_end) a workgroup at grid depth `wz` computes.
+struct Span {
+    z: u32,
+    split: u32,
+    k_begin: u32,
+    k_end: u32,
+}
+
+fn span(wz: u32) -> Span {
+    let zs = wz + params.z_base;
+    let split = zs % params.splits;
+    let k_begin = split * params.split_k;
+    return Span(zs / params.splits, split, k_begin, min(k_begin + params.split_k, params.k));
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let big_m = params.m;
     let big_n = params.n;
-    let zs = wid.z + params.z_base;
-    let splits = params.splits;
-    let z = zs / splits;
-    let split = zs % splits;
-    let k_begin = split * params.split_k;
-    let k_end = min(k_begin + params.split_k, params.k);
+    let sp = span(wid.z);
+    let z = sp.z;
+    let split = sp.split;
+    let k_begin = sp.k_begin;
+    let k_end = sp.k_end;
     let m0 = wid.y * BM;
     let n0 = (wid.x + params.n_base) * BN;
     let tx = lid.x;
@@ -338,11 +353,11 @@ fn stage(base: u32, am: u32, ak: u32, bn: u32, bk: u32, pa: vec4<f32>, pb: vec4<
 
 @compute @workgroup_size(16, 16)
 fn large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let zs = wid.z + params.z_base;
-    let z = zs / params.splits;
-    let split = zs % params.splits;
-    let k_begin = split * params.split_k;
-    let k_end = min(k_begin + params.split_k, params.k);
+    let sp = span(wid.z);
+    let z = sp.z;
+    let split = sp.split;
+    let k_begin = sp.k_begin;
+    let k_end = sp.k_end;
     let m0 = wid.y * LBM;
     let n0 = (wid.x + params.n_base) * LBN;
     let tx = lid.x;
@@ -425,11 +440,11 @@ fn stage_small(s: u32, am: u32, ak: u32, bn: u32, bk: u32, pa: f32, pb: vec4<f32
 
 @compute @workgroup_size(32, 8)
 fn small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let zs = wid.z + params.z_base;
-    let z = zs / params.splits;
-    let split = zs % params.splits;
-    let k_begin = split * params.split_k;
-    let k_end = min(k_begin + params.split_k, params.k);
+    let sp = span(wid.z);
+    let z = sp.z;
+    let split = sp.split;
+    let k_begin = sp.k_begin;
+    let k_end = sp.k_end;
     let m0 = wid.y * SBM;
     let n0 = (wid.x + params.n_base) * LBN;
     // This invocation's outputs: rows 4 * ty.., columns 4 * tx...

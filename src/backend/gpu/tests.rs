@@ -295,21 +295,23 @@ fn device() -> Option<std::sync::Arc<super::device::Context>> {
     }
 }
 
-/// Every matmul version (the engine's two and the two the benchmark
+/// Values in [-0.5, 0.5) from a hash of (index, seed).
+fn filled(shape: &[usize], seed: u32) -> crate::backend::Value {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+        .collect();
+    crate::backend::Value::f32(v, shape)
+}
+
+/// Every matmul version (the engine's three and the two the benchmark
 /// compares them with), with and without split-K, against the cpu
 /// backend, on odd and batched strided shapes.
 #[test]
 fn every_matmul_version_matches_the_cpu() {
     use super::kernels::gemm::{matmul, GemmPlan, MatmulKernel};
-    use crate::backend::{cpu, Value};
+    use crate::backend::cpu;
     let Some(ctx) = device() else { return };
-    let filled = |shape: &[usize], seed: u32| {
-        let n: usize = shape.iter().product();
-        let v = (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
-            .collect();
-        Value::f32(v, shape)
-    };
     for (m, k, n, batch) in [
         (1, 1, 1, 1),
         (7, 33, 5, 1),
@@ -354,7 +356,7 @@ fn every_matmul_version_matches_the_cpu() {
     }
 }
 
-/// The three convolutions through both GEMM kernels, with and without
+/// The three convolutions through the engine's three GEMM kernels, with and without
 /// split-K, against the cpu backend: strided, padded, dilated and grouped
 /// geometries with edges that cut through tiles.
 #[test]
@@ -363,13 +365,6 @@ fn every_conv_plan_matches_the_cpu() {
     use crate::backend::{cpu, Storage, Value};
     use crate::op::ConvGeom;
     let Some(ctx) = device() else { return };
-    let filled = |shape: &[usize], seed: u32| {
-        let n: usize = shape.iter().product();
-        let v = (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
-            .collect();
-        Value::f32(v, shape)
-    };
     let dense = |v: &Value| match v.storage.as_ref() {
         Storage::F32(d) => v.layout_gather(d),
         _ => unreachable!("f32"),
