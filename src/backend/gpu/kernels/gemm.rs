@@ -258,8 +258,8 @@ impl GemmPlan {
     /// the device and K is long. A software adapter (a CPU: a few threads,
     /// not hundreds of compute units) takes large tiles wherever they fill
     /// and 32x128 tiles wherever N fills them (llvmpipe: matmul 512^3 2.5x
-    /// faster on large tiles than on 64-tiles; 32x128 tiles 1.0-2.3x
-    /// faster than 64-tiles on every seed-cnn convolution, M = 3..64, and
+    /// faster on large tiles than on 64-tiles; 32x128 tiles 0.98-2.6x the
+    /// speed of 64-tiles on the nine seed-cnn convolutions, M = 3..64, and
     /// 1.6x slower on a 8192x64x64 product), and splits only the
     /// backward-filter reductions (K = batch * pixels).
     pub(crate) fn choose(
