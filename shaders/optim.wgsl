@@ -4,7 +4,10 @@
 // divides), so fused and unfused steps round alike.
 //
 // Bindings: p, g, the first and second state (Adam's m and v, SGD's
-// velocity), then the new p and the new states.
+// velocity), then the new p and the new states. The gradient may be a
+// strided view (a linear layer's weight gradient arrives transposed), read
+// through `g_shape`/`g_strides` (up to 8 axes, collapsed by the host)
+// instead of being copied dense first; the rest are dense.
 
 const WORKGROUP: u32 = 256u;
 
@@ -22,7 +25,13 @@ struct AdamParams {
     inv_c1: f32,
     inv_c2: f32,
     lr_wd: f32,
-    _pad: u32,
+    g_rank: u32,
+    g_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    g_shape: array<vec4<u32>, 2>,
+    g_strides: array<vec4<u32>, 2>,
 }
 
 struct SgdParams {
@@ -33,8 +42,10 @@ struct SgdParams {
     lr: f32,
     momentum: f32,
     weight_decay: f32,
-    _pad0: u32,
-    _pad1: u32,
+    g_rank: u32,
+    g_offset: u32,
+    g_shape: array<vec4<u32>, 2>,
+    g_strides: array<vec4<u32>, 2>,
 }
 
 @group(0) @binding(0) var<uniform> adam_params: AdamParams;
@@ -47,12 +58,25 @@ struct SgdParams {
 @group(0) @binding(6) var<storage, read_write> s1_out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> s2_out: array<f32>;
 
+// Where element `i` (row-major over the gradient's shape) is stored.
+fn strided(i: u32, rank: u32, offset: u32, shape: array<vec4<u32>, 2>,
+           strides: array<vec4<u32>, 2>) -> u32 {
+    var rem = i;
+    var off = offset;
+    for (var d = i32(rank) - 1; d >= 0; d--) {
+        let size = shape[u32(d) >> 2u][u32(d) & 3u];
+        off += (rem % size) * strides[u32(d) >> 2u][u32(d) & 3u];
+        rem /= size;
+    }
+    return off;
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
     let k = adam_params;
     if (i >= k.n) { return; }
-    let gi = g[i];
+    let gi = g[strided(i, k.g_rank, k.g_offset, k.g_shape, k.g_strides)];
     let m = s1[i] * k.beta1 + gi * k.one_minus_beta1;
     let v = s2[i] * k.beta2 + (gi * gi) * k.one_minus_beta2;
     let update = (m * k.inv_c1) * (1.0 / (sqrt(v * k.inv_c2) + k.eps));
@@ -64,7 +88,8 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 fn sgd_grad(i: u32) -> f32 {
-    let gi = g[i];
+    let k = sgd_params;
+    let gi = g[strided(i, k.g_rank, k.g_offset, k.g_shape, k.g_strides)];
     if (sgd_params.decay != 0u) { return gi + p[i] * sgd_params.weight_decay; }
     return gi;
 }

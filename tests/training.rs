@@ -217,17 +217,18 @@ fn fused_updates_equal_the_unfused_ones() -> Result<()> {
 }
 
 /// The update for one parameter is one kernel on the GPU (three outputs
-/// for Adam) and one cpu pass.
+/// for Adam) and one cpu pass, also when the gradient arrives transposed
+/// (as a linear layer's weight gradient does): it is read in place.
 fn an_update_is_one_kernel() -> Result<()> {
     let (p, g, m, v) = (
         rt(&[33, 7], 1),
-        rt(&[33, 7], 2),
+        rt(&[7, 33], 2),
         rt(&[33, 7], 3),
         rt(&[33, 7], 4),
     );
     Tensor::realize_all(&[p.clone(), g.clone(), m.clone(), v.clone()])?;
-    let v = v.abs();
-    v.realize()?;
+    let (g, v) = (g.t()?, v.abs());
+    Tensor::realize_all(&[g.clone(), v.clone()])?;
     let step = AdamStep {
         lr: 0.1,
         beta1: 0.9,
