@@ -179,6 +179,36 @@ impl fmt::Debug for Tensor {
     }
 }
 
+/// The value of an f32 elementwise op whose operands are all constants
+/// (`full`, seen through views), computed now on the host: a gradient's
+/// seed scaled by a mean's 1/n, say, costs no kernel launch.
+fn fold_constants(op: &Op, inputs: &[Tensor], dtype: DType) -> Option<f32> {
+    fn constant(t: &Tensor) -> Option<f32> {
+        if t.0.requires_grad || t.0.dtype != DType::F32 {
+            return None;
+        }
+        match &t.0.op {
+            Op::Full(v) => Some(*v),
+            Op::Expand | Op::Reshape | Op::Permute(_) | Op::Detach => constant(&t.0.inputs[0]),
+            _ => None,
+        }
+    }
+    if dtype != DType::F32 || !matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Where) {
+        return None;
+    }
+    let values = inputs.iter().map(constant).collect::<Option<Vec<f32>>>()?;
+    let leaves: Vec<crate::backend::Value> = values
+        .iter()
+        .map(|&v| crate::backend::Value::f32(vec![v], &[]))
+        .collect();
+    let program = crate::schedule::fusion::Program::single(op.clone(), leaves.len());
+    let out = crate::backend::cpu::elementwise::fused(&program, &leaves, &[]);
+    match out.storage.as_ref() {
+        crate::backend::Storage::F32(v) => v.first().copied(),
+        _ => None,
+    }
+}
+
 impl Tensor {
     /// A new node; `shape` and `dtype` must already be validated by the caller.
     pub(crate) fn from_op(op: Op, inputs: Vec<Tensor>, shape: Vec<usize>, dtype: DType) -> Tensor {
@@ -195,6 +225,9 @@ impl Tensor {
         dtype: DType,
         device: Device,
     ) -> Tensor {
+        if let Some(v) = fold_constants(&op, &inputs, dtype) {
+            return Tensor::from_op_on(Op::Full(v), vec![], shape, DType::F32, device);
+        }
         let differentiable = dtype == DType::F32
             && !matches!(
                 op,
