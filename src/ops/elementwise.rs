@@ -75,11 +75,15 @@ impl Tensor {
 
     /// `self - other`, broadcasting.
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
-        let neg = match other.dtype() {
-            DType::F32 => other.neg(),
-            DType::I32 => other.mul(&other.scalar_like(-1.0).cast(DType::I32))?,
+        // Negated after broadcasting, so the negation fuses into the add; a
+        // negation of the smaller operand would feed a broadcast view,
+        // which fusion does not see through, and cost a pass of its own.
+        let (a, b) = self.broadcast_pair(other, "sub")?;
+        let neg = match b.dtype() {
+            DType::F32 => b.neg(),
+            DType::I32 => b.mul(&b.scalar_like(-1.0).cast(DType::I32))?,
         };
-        self.binary(BinaryOp::Add, &neg, "sub")
+        a.binary(BinaryOp::Add, &neg, "sub")
     }
 
     /// `self * other`, broadcasting.

@@ -18,6 +18,15 @@ impl Tensor {
     }
 
     pub(crate) fn reduce(&self, op: ReduceOp, axes: &[usize], keepdim: bool) -> Tensor {
+        if let (ReduceOp::Sum, Op::Unary(crate::op::UnaryOp::Neg)) = (op, self.op()) {
+            if !self.is_realized() && !axes.is_empty() {
+                // sum(-x) = -sum(x), exactly: the negation then runs on the
+                // smaller result, fused into its users, instead of needing
+                // a pass of its own before the reduction (a gradient
+                // flowing back through a subtraction's broadcast does this).
+                return self.inputs()[0].reduce(op, axes, keepdim).neg();
+            }
+        }
         let kept: Vec<usize> = self
             .shape()
             .iter()

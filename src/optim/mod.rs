@@ -382,6 +382,9 @@ impl Optimizer for Sgd {
             }
             Ok((new_p, new_v))
         })?;
+        // Intermediate gradients held here would be kept (materialised)
+        // by the realize, and so could not fuse into their users.
+        drop(grads);
         commit(
             loss,
             extra,
@@ -529,6 +532,7 @@ impl Optimizer for Adam {
                 }
                 Ok((np, nm, nv))
             })?;
+        drop(grads); // as in Sgd::step_values
         let values = commit(
             loss,
             extra,
