@@ -17,6 +17,11 @@ kernel_params!(IndexParams {
     axis_size: u32,
     index_shape: U8x,
     strides: U8x,
+    src_strides: U8x,
+    src_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 });
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,16 +69,19 @@ pub(crate) fn index(
             &src.layout.shape.clone(),
         )?
     } else {
-        dense(rec, src)?
+        // Read in place, whatever its strides (no copy first).
+        src.clone()
     };
-    // Strides of the tensor the indices point into.
-    let (target_shape, axis_size) = match entry {
-        Entry::Gather => (src.layout.shape.clone(), src.layout.shape[axis]),
-        Entry::ScatterAdd => (shape.to_vec(), shape[axis]),
+    // Strides of the tensor the indices point into: the source where it
+    // lies (gather) or the dense output (scatter_add).
+    let (target_strides, axis_size) = match entry {
+        Entry::Gather => (src.layout.strides.clone(), src.layout.shape[axis]),
+        Entry::ScatterAdd => (contiguous_strides(shape), shape[axis]),
     };
-    let (Some(is), Some(st)) = (
+    let (Some(is), Some(st), Some(ss)) = (
         words8(&idx_shape),
-        words8(&contiguous_strides(&target_shape)),
+        words8(&target_strides),
+        words8(&src.layout.strides),
     ) else {
         return Err(too_many_axes(op, &idx_shape));
     };
@@ -84,6 +92,9 @@ pub(crate) fn index(
         axis_size: axis_size as u32,
         index_shape: is,
         strides: st,
+        src_strides: ss,
+        src_offset: src.layout.offset as u32,
+        ..Default::default()
     };
     let flag = match rec.index_flag.take() {
         Some(f) => f,
