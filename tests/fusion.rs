@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use shadergrad::{last_realize_stats, RealizeStats};
-use shadergrad::{Conv2dOpts, Result};
+use shadergrad::{default_device, last_realize_stats, RealizeStats};
+use shadergrad::{Conv2dOpts, DType, Result, Tensor};
 
 fn chain_is_one_kernel() -> Result<()> {
     let (a, b, c) = (rt(&[33, 7], 1), rt(&[33, 7], 2), rt(&[7], 3));
@@ -84,7 +84,13 @@ fn max_pool_runs_before_bias_and_relu() -> Result<()> {
     assert_eq!(y, y_ref, "max commutes with relu and +bias exactly");
     assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
     assert_eq!(stats.fused_elements, 2 * 4 * 3 * 3, "{stats:?}");
-    assert_eq!(stats_ref.fused_elements, 2 * 4 * 7 * 7, "{stats_ref:?}");
+    // Two passes over the unpooled tensor: the biased sum (held by `h`,
+    // with the bias read through its broadcast) and the leaky relu.
+    assert_eq!(
+        stats_ref.fused_elements,
+        2 * (2 * 4 * 7 * 7),
+        "{stats_ref:?}"
+    );
     for (g, g_ref) in grads.iter().zip(&grads_ref) {
         assert_close(g, g_ref, 1e-5, 1e-5);
         assert!(g.iter().any(|&v| v != 0.0));
@@ -128,7 +134,166 @@ fn mixed_layouts_in_one_pass() -> Result<()> {
     Ok(())
 }
 
+/// A reduction runs its input's elementwise program itself (one pass, the
+/// input never stored), over long rows (a workgroup tree), short rows,
+/// several non-adjacent axes of broadcast and permuted leaves, NaN and
+/// empty axes, with the numbers of the unfused reduction.
+fn reductions_take_their_inputs_program() -> Result<()> {
+    let gpu = default_device().is_gpu();
+    let x = rt(&[33, 257], 1);
+    let (a, b) = (rt(&[10, 7], 2).t()?, rt(&[7, 10], 3));
+    let (c, bias) = (rt(&[5, 6, 7], 4), rt(&[1, 6, 1], 5));
+    let empty = rt(&[3, 0], 6);
+    Tensor::realize_all(&[
+        x.clone(),
+        a.clone(),
+        b.clone(),
+        c.clone(),
+        bias.clone(),
+        empty.clone(),
+    ])?;
+    // (name, the elementwise input, the reduction of it)
+    type Make<'a> = Box<dyn Fn() -> Result<Tensor> + 'a>;
+    type Reduce = fn(&Tensor) -> Result<Tensor>;
+    let cases: Vec<(&str, Make<'_>, Reduce)> = vec![
+        ("exp sum, rows of 257", Box::new(|| Ok(x.exp())), |e| {
+            e.sum(&[1], true)
+        }),
+        (
+            "max of a product over a transposed leaf",
+            Box::new(|| a.mul(&b)),
+            |e| e.max(&[1], false),
+        ),
+        (
+            "sum over axes 0 and 2 of a broadcast add",
+            Box::new(|| Ok(c.add(&bias)?.square())),
+            |e| e.sum(&[0, 2], true),
+        ),
+        (
+            "max with NaN (log of negatives)",
+            Box::new(|| Ok(b.log())),
+            |e| e.max(&[0], true),
+        ),
+        (
+            "sum over an empty axis",
+            Box::new(|| Ok(empty.exp())),
+            |e| e.sum(&[1], true),
+        ),
+    ];
+    for (name, make, reduce) in &cases {
+        let fused = reduce(&make()?)?;
+        fused.realize()?;
+        let stats = last_realize_stats();
+        let got = fused.to_vec()?;
+        // Unfused: the program's values held by a handle, so stored first.
+        let values = make()?;
+        values.realize()?;
+        let want = reduce(&values)?.to_vec()?;
+        assert_close(&got, &want, 1e-6, 1e-6);
+        if !name.contains("empty") {
+            assert_eq!(stats.fused, 1, "{name}: {stats:?}");
+            if gpu {
+                assert_eq!(stats.dispatches, 1, "{name}: {stats:?}");
+            }
+        }
+    }
+    // Against f64: one row of the exp-sum; NaN propagates through max.
+    let xv = x.to_vec()?;
+    let row: f64 = xv[..257].iter().map(|&v| (v as f64).exp()).sum();
+    let sums = (cases[0].2)(&(cases[0].1)()?)?.to_vec()?;
+    assert_close(&sums[..1], &[row as f32], 1e-5, 1e-5);
+    let maxima = (cases[3].2)(&(cases[3].1)()?)?.to_vec()?;
+    assert!(maxima.iter().any(|v| v.is_nan()), "{maxima:?}");
+    assert_eq!((cases[4].2)(&(cases[4].1)()?)?.to_vec()?, vec![0.0; 3]);
+    Ok(())
+}
+
+/// Work the graph repeats is done once and arithmetic on constants is done
+/// on the host: log_softmax and argmax of the same logits share the row
+/// maximum; a gradient's seed scaled by a mean costs nothing.
+fn repeated_work_and_constants_cost_nothing() -> Result<()> {
+    let logits = rt(&[6, 5], 4);
+    logits.realize()?;
+    let cost = |ts: &[Tensor]| -> Result<(usize, usize)> {
+        Tensor::realize_all(ts)?;
+        let s = last_realize_stats();
+        Ok((s.kernels, s.dispatches))
+    };
+    let lp = || logits.log_softmax(-1);
+    let am = || logits.argmax(-1, false);
+    cost(&[am()?])?; // caches the class indices (an arange) on the device
+    let (alone_lp, alone_am) = (cost(&[lp()?])?, cost(&[am()?])?);
+    let (lp2, am2) = (lp()?, am()?);
+    let together = cost(&[lp2.clone(), am2.clone()])?;
+    // (`kernels` counts views too, which are shared as well.)
+    assert!(together.0 < alone_lp.0 + alone_am.0, "{together:?}");
+    if default_device().is_gpu() {
+        assert_eq!(together.1, alone_lp.1 + alone_am.1 - 1, "one maximum saved");
+    }
+    assert_eq!(am2.to_vec_i32()?, am()?.to_vec_i32()?);
+    assert_close(&lp2.to_vec()?, &lp()?.to_vec()?, 0.0, 0.0);
+
+    let c = Tensor::full(&[4], 2.0).mul_scalar(3.0).neg().exp();
+    c.realize()?;
+    assert_eq!(last_realize_stats().dispatches, 0);
+    assert_close(&c.to_vec()?, &[(-6.0f32).exp(); 4], 0.0, 0.0);
+    let w = rt(&[8], 7).with_grad();
+    let g = w.mean_all().neg().backward()?;
+    assert_close(
+        &g.get(&w).expect("a gradient").to_vec()?,
+        &[-0.125; 8],
+        0.0,
+        0.0,
+    );
+    Ok(())
+}
+
+/// Casts and integer operands fuse: an accuracy count (argmax against
+/// labels) and integer arithmetic feeding f32 math, with exact numbers.
+fn integer_steps_fuse() -> Result<()> {
+    let logits = rt(&[9, 4], 8);
+    let labels = ti(&[0, 1, 2, 3, 0, 1, 2, 3, 0], &[9]);
+    Tensor::realize_all(&[logits.clone(), labels.clone()])?;
+    let count = || -> Result<Tensor> { Ok(logits.argmax(1, false)?.eq(&labels)?.sum_all()) };
+    // Once to cache the class indices (an arange) on the device, then counted.
+    count()?.realize()?;
+    let correct = count()?;
+    correct.realize()?;
+    let stats = last_realize_stats();
+    let v = logits.to_vec()?;
+    let want = (0..9)
+        .filter(|&r| {
+            let row = &v[r * 4..r * 4 + 4];
+            let best = (0..4).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+            best as i32 == [0, 1, 2, 3, 0, 1, 2, 3, 0][r]
+        })
+        .count();
+    assert_eq!(correct.item()?, want as f32);
+    // The row maximum, then the first-maximum search and the comparison
+    // and count, each a reduction of a fused program.
+    assert_eq!(stats.fused, 2, "{stats:?}");
+    if default_device().is_gpu() {
+        assert_eq!(stats.dispatches, 3, "{stats:?}");
+    }
+
+    let (p, q) = (ti(&[3, -4, 7, 100_000], &[4]), ti(&[5, 6, -7, 3], &[4]));
+    Tensor::realize_all(&[p.clone(), q.clone()])?;
+    // (p + q) * p wraps in the last element, as i32 arithmetic does.
+    let mixed = p.add(&q)?.mul(&p)?;
+    let y = mixed.cast(DType::F32).mul_scalar(0.5);
+    let picked = Tensor::where_(&y.gt_scalar(0.0), &mixed, &q)?;
+    Tensor::realize_all(&[y.clone(), picked.clone()])?;
+    let wrapped = 100_003i32.wrapping_mul(100_000);
+    assert_eq!(y.to_vec()?, vec![12.0, -4.0, 0.0, wrapped as f32 * 0.5]);
+    let last = if wrapped > 0 { wrapped } else { 3 };
+    assert_eq!(picked.to_vec_i32()?, vec![24, 6, -7, last]);
+    Ok(())
+}
+
 backend_tests!(
+    reductions_take_their_inputs_program,
+    repeated_work_and_constants_cost_nothing,
+    integer_steps_fuse,
     mixed_layouts_in_one_pass,
     max_pool_runs_before_bias_and_relu,
     chain_is_one_kernel,

@@ -178,6 +178,16 @@ pub(crate) trait Session {
     ) -> Result<Vec<Value>>;
     /// Run a fused elementwise program over its leaves.
     fn fused(&mut self, program: &Program, leaves: &[Value], shape: &[usize]) -> Result<Value>;
+    /// `op` over `axes` of a fused program's values (of `shape`), keeping
+    /// the axes as size 1.
+    fn fused_reduce(
+        &mut self,
+        program: &Program,
+        leaves: &[Value],
+        shape: &[usize],
+        op: crate::op::ReduceOp,
+        axes: &[usize],
+    ) -> Result<Value>;
     /// A host value placed on this device.
     fn adopt(&mut self, host: Value) -> Result<Value>;
     /// Make everything recorded happen and report what the device raised

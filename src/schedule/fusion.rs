@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::backend::Limits;
-use crate::op::Op;
+use crate::op::{BinaryOp, Op};
 use crate::{DType, Device, Result, Tensor};
 
 /// One instruction of a fused elementwise program. Slots `0..leaves` hold
@@ -37,11 +37,49 @@ impl Program {
     }
 }
 
-/// An f32 elementwise node over f32 inputs: can be computed inside a fused pass.
+/// The type an elementwise op gives over arguments of `args` types: the
+/// comparisons give f32 masks, integer arithmetic stays integer, the rest
+/// computes in f32.
+pub(crate) fn result_type(op: &Op, args: &[DType]) -> DType {
+    let int = |k: usize| args.get(k) == Some(&DType::I32);
+    match op {
+        Op::Cast(to) => *to,
+        Op::Binary(BinaryOp::CmpLt | BinaryOp::CmpEq) => DType::F32,
+        Op::Binary(_) if int(0) && int(1) => DType::I32,
+        Op::Where if int(1) && int(2) => DType::I32,
+        _ => DType::F32,
+    }
+}
+
+impl Program {
+    /// The type of every slot, from the leaves' types.
+    pub(crate) fn slot_types(&self, leaves: &[DType]) -> Vec<DType> {
+        let mut types = leaves.to_vec();
+        for ins in &self.instrs {
+            let args: Vec<DType> = ins.args.iter().map(|&a| types[a]).collect();
+            types.push(result_type(&ins.op, &args));
+        }
+        types
+    }
+}
+
+/// An elementwise node (casts and integer comparisons included: argmax
+/// against labels is one pass): can be computed inside a fused pass. An
+/// integer power is not: it rounds through f64 on the cpu.
 pub(crate) fn fusable(t: &Tensor) -> bool {
-    matches!(t.op(), Op::Unary(_) | Op::Binary(_) | Op::Where)
+    let int_pow = matches!(t.op(), Op::Binary(BinaryOp::Pow)) && t.dtype() == DType::I32;
+    matches!(
+        t.op(),
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast(_)
+    ) && !int_pow
+}
+
+/// A reduction of f32 values: its input's elementwise program can run
+/// inside it, so the input is never stored.
+pub(crate) fn reduces_fused_input(t: &Tensor) -> bool {
+    matches!(t.op(), Op::Reduce { .. })
         && t.dtype() == DType::F32
-        && t.inputs().iter().all(|i| i.dtype() == DType::F32)
+        && t.inputs()[0].dtype() == DType::F32
 }
 
 /// Largest expression (in ops) that is recomputed in more than one consumer;
@@ -57,14 +95,16 @@ fn enabled() -> bool {
 }
 
 /// The nodes of `order` to compute inside their users' passes: an
-/// elementwise node whose users are all elementwise and whose value nobody
-/// else needs (`keep`); one shared by several users only while it is
-/// small. `users[id]` says, per direct use, whether the user is fusable.
+/// elementwise node whose users are all elementwise (or reductions, which
+/// take their input's program) and whose value nobody else needs (`keep`);
+/// one shared by several users only while it is small. `users[id]` says,
+/// per direct use, whether the user can take the node's program.
 /// A program never reads more leaves than its device's backend allows.
 pub(crate) fn plan(
     order: &[Tensor],
     users: &HashMap<u64, Vec<bool>>,
     keep: &HashSet<u64>,
+    through: &HashSet<u64>,
 ) -> Result<HashSet<u64>> {
     let mut inlined: HashSet<u64> = HashSet::new();
     if !enabled() {
@@ -74,7 +114,10 @@ pub(crate) fn plan(
     let mut size: HashMap<u64, usize> = HashMap::new();
     let mut leaves_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     for t in order {
-        if !fusable(t) {
+        // A broadcast read through by its one fused user: no instruction
+        // of its own, always inlined (its input decides for itself).
+        let broadcast = through.contains(&t.id());
+        if !fusable(t) && !broadcast {
             continue;
         }
         let max_leaves = match limits.get(t.device()) {
@@ -109,19 +152,27 @@ pub(crate) fn plan(
             match victim {
                 Some(v) => {
                     inlined.remove(&v.id());
+                    if through.contains(&v.id()) {
+                        // A stored broadcast is a view of a stored value.
+                        inlined.remove(&v.inputs()[0].id());
+                    }
                 }
                 None => break,
             }
             set = leaf_set(&inlined);
         }
         leaves_of.insert(t.id(), set);
-        let s = 1 + t
-            .inputs()
-            .iter()
-            .filter(|i| inlined.contains(&i.id()))
-            .map(|i| size[&i.id()])
-            .sum::<usize>();
+        let s = usize::from(!broadcast)
+            + t.inputs()
+                .iter()
+                .filter(|i| inlined.contains(&i.id()))
+                .map(|i| size[&i.id()])
+                .sum::<usize>();
         size.insert(t.id(), s);
+        if broadcast {
+            inlined.insert(t.id());
+            continue;
+        }
         let u = users.get(&t.id()).map_or(&[][..], |v| v.as_slice());
         let limit = if u.len() == 1 {
             MAX_INLINE
@@ -159,13 +210,19 @@ pub(crate) fn build_program(root: &Tensor, inlined: &HashSet<u64>) -> (Program, 
     }
     let n_leaves = leaves.len();
     let mut instrs = Vec::with_capacity(ops.len());
-    for (k, t) in ops.iter().enumerate() {
+    for t in &ops {
+        if matches!(t.op(), Op::Expand) {
+            // Read through: the value below, evaluated at the user's
+            // shape (the scheduler broadcasts the leaves beneath).
+            slot_of.insert(t.id(), slot_of[&t.inputs()[0].id()]);
+            continue;
+        }
         let args = t.inputs().iter().map(|i| slot_of[&i.id()]).collect();
         instrs.push(Instr {
             op: t.op().clone(),
             args,
         });
-        slot_of.insert(t.id(), n_leaves + k);
+        slot_of.insert(t.id(), n_leaves + instrs.len() - 1);
     }
     (
         Program {

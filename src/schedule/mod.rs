@@ -60,12 +60,74 @@ fn toposort(outputs: &[Tensor]) -> Vec<Tensor> {
     })
 }
 
+/// Nodes of `order` that compute what an earlier node already does (the
+/// same op on the same inputs, seen through `detach`), each mapped to that
+/// earlier node, whose value they take instead: `log_softmax` and `argmax`
+/// of the same logits both take each row's maximum, say. Elementwise nodes
+/// are left to fusion, leaves and multi-output nodes to their own kernels.
+fn common_subexpressions(order: &[Tensor]) -> HashMap<u64, Tensor> {
+    // What each node computes, as a key: realized values by their storage
+    // and layout (`detach` of a realized tensor is a new node sharing its
+    // value), others by the first node computing the same.
+    let mut canonical: HashMap<u64, String> = HashMap::new();
+    let mut first: HashMap<String, Tensor> = HashMap::new();
+    let mut same = HashMap::new();
+    for t in order {
+        let canon = |i: &Tensor| match (canonical.get(&i.id()), i.0.value.get()) {
+            (Some(k), _) => k.clone(),
+            (None, Some(v)) => format!("{:p} {:?}", Arc::as_ptr(&v.storage), v.layout),
+            (None, None) => format!("#{}", i.id()),
+        };
+        let pure = matches!(
+            t.op(),
+            Op::Reduce { .. }
+                | Op::Reshape
+                | Op::Permute(_)
+                | Op::Expand
+                | Op::Shrink(_)
+                | Op::Pad(_)
+                | Op::Contiguous
+                | Op::Cast(_)
+                | Op::MatMul
+                | Op::Conv2d(_)
+                | Op::Conv2dBackwardData(_)
+                | Op::Conv2dBackwardFilter(_)
+                | Op::Gather { .. }
+        );
+        if matches!(t.op(), Op::Detach) {
+            canonical.insert(t.id(), canon(&t.inputs()[0]));
+            continue;
+        }
+        if !pure {
+            continue;
+        }
+        let inputs: Vec<String> = t.inputs().iter().map(canon).collect();
+        let key = format!(
+            "{:?} {inputs:?} {:?} {} {}",
+            t.op(),
+            t.shape(),
+            t.dtype(),
+            t.device()
+        );
+        match first.get(&key) {
+            Some(f) => {
+                canonical.insert(t.id(), format!("#{}", f.id()));
+                same.insert(t.id(), f.clone());
+            }
+            None => {
+                first.insert(key, t.clone());
+            }
+        }
+    }
+    same
+}
+
 /// What the last `realize` on this thread ran.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RealizeStats {
     /// Kernels executed (a fused pass counts once).
     pub kernels: usize,
-    /// Of those, fused elementwise passes.
+    /// Of those, fused passes (elementwise chains, and reductions of one).
     pub fused: usize,
     /// Elementwise nodes computed inside fused passes instead of on their own.
     pub inlined: usize,
@@ -171,8 +233,15 @@ enum Step {
         program: Program,
         leaves: Vec<Tensor>,
     },
+    /// A reduction of its input's fused `program` over `leaves`, in one pass.
+    FusedReduce {
+        program: Program,
+        leaves: Vec<Tensor>,
+    },
     /// Output `i` of its multi-output input.
     Project(usize),
+    /// The value of an earlier node that computes the same thing (its one input here).
+    Same,
     /// Its input, moved to this node's device.
     Transfer,
 }
@@ -258,7 +327,10 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     for t in &order {
         for i in t.inputs() {
             if scheduled.contains(&i.id()) {
-                users.entry(i.id()).or_default().push(fusion::fusable(t));
+                users
+                    .entry(i.id())
+                    .or_default()
+                    .push(fusion::fusable(t) || fusion::reduces_fused_input(t));
             }
         }
     }
@@ -275,28 +347,65 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
         })
         .map(|t| t.id())
         .collect();
+    // Broadcasts read in place by their one user's fused pass: what they
+    // broadcast can be computed inside that pass too (at the user's shape).
+    let through: HashSet<u64> = order
+        .iter()
+        .filter(|t| {
+            matches!(t.op(), Op::Expand)
+                && users.get(&t.id()).is_some_and(|u| u == &[true])
+                && !keep.contains(&t.id())
+        })
+        .map(|t| t.id())
+        .collect();
+    if !through.is_empty() {
+        for u in users.values_mut() {
+            u.clear();
+        }
+        for t in &order {
+            let absorbs =
+                fusion::fusable(t) || fusion::reduces_fused_input(t) || through.contains(&t.id());
+            for i in t.inputs() {
+                if let Some(u) = users.get_mut(&i.id()) {
+                    u.push(absorbs);
+                }
+            }
+        }
+    }
     // Anomaly detection runs op by op, so that each op's result is seen.
     let inlined = if anomaly::detect_anomaly() {
         HashSet::new()
     } else {
-        fusion::plan(&order, &users, &keep)?
+        fusion::plan(&order, &users, &keep, &through)?
     };
+    let same = common_subexpressions(&order);
     let steps: Vec<Step> = order
         .iter()
         .map(|t| match t.op() {
             _ if inlined.contains(&t.id()) => Step::Inlined,
+            _ if same
+                .get(&t.id())
+                .is_some_and(|c| !inlined.contains(&c.id())) =>
+            {
+                Step::Same
+            }
             Op::Output(i) => Step::Project(*i),
             Op::ToDevice => Step::Transfer,
             _ if fusion::fusable(t) && t.inputs().iter().any(|i| inlined.contains(&i.id())) => {
                 let (program, leaves) = fusion::build_program(t, &inlined);
                 Step::Fused { program, leaves }
             }
+            Op::Reduce { .. } if inlined.contains(&t.inputs()[0].id()) => {
+                let (program, leaves) = fusion::build_program(&t.inputs()[0], &inlined);
+                Step::FusedReduce { program, leaves }
+            }
             _ => Step::Kernel,
         })
         .collect();
     let step_inputs = |t: &Tensor, step: &Step| -> Vec<Tensor> {
         match step {
-            Step::Fused { leaves, .. } => leaves.clone(),
+            Step::Fused { leaves, .. } | Step::FusedReduce { leaves, .. } => leaves.clone(),
+            Step::Same => vec![same[&t.id()].clone()],
             _ => t.inputs().to_vec(),
         }
     };
@@ -316,11 +425,16 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
     let mut stats = RealizeStats {
         kernels: steps
             .iter()
-            .filter(|s| matches!(s, Step::Kernel | Step::Fused { .. }))
+            .filter(|s| {
+                matches!(
+                    s,
+                    Step::Kernel | Step::Fused { .. } | Step::FusedReduce { .. }
+                )
+            })
             .count(),
         fused: steps
             .iter()
-            .filter(|s| matches!(s, Step::Fused { .. }))
+            .filter(|s| matches!(s, Step::Fused { .. } | Step::FusedReduce { .. }))
             .count(),
         inlined: inlined.len(),
         fused_elements: order
@@ -408,6 +522,39 @@ impl LiveBytes {
     }
 }
 
+/// A fused pass's leaf seen at the pass's `shape`: leaves below a
+/// broadcast the pass reads through have the broadcast's input shape.
+fn broadcast(v: Value, shape: &[usize]) -> Result<Value> {
+    if v.layout.shape == shape {
+        return Ok(v);
+    }
+    let l = &v.layout;
+    if l.shape.len() != shape.len() || l.shape.iter().zip(shape).any(|(&a, &b)| a != b && a != 1) {
+        return Err(Error::param(
+            "fused elementwise",
+            format!(
+                "internal: a leaf of shape {:?} does not broadcast to {shape:?}",
+                l.shape
+            ),
+        ));
+    }
+    let strides = l
+        .strides
+        .iter()
+        .zip(&l.shape)
+        .zip(shape)
+        .map(|((&st, &a), &b)| if a == b { st } else { 0 })
+        .collect();
+    Ok(Value {
+        storage: v.storage.clone(),
+        layout: crate::shape::Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: l.offset,
+        },
+    })
+}
+
 /// Run every step; returns the values to cache on their nodes.
 fn run_steps(
     order: &[Tensor],
@@ -445,6 +592,7 @@ fn run_steps(
         let outs: Vec<Value> = match step {
             Step::Inlined => unreachable!("skipped above"),
             Step::Project(k) => vec![input(&ins[0], *k)?],
+            Step::Same => vec![input(&ins[0], 0)?],
             Step::Transfer => {
                 let src = input(&ins[0], 0)?;
                 // The source's device must have run what produced it.
@@ -455,11 +603,26 @@ fn run_steps(
             Step::Fused { program, .. } => {
                 let leaves = ins
                     .iter()
-                    .map(|i| input(i, 0))
+                    .map(|i| input(i, 0).and_then(|v| broadcast(v, t.shape())))
                     .collect::<Result<Vec<_>>>()?;
                 let session = sessions.get(*t.device())?;
                 let recording = std::time::Instant::now();
                 let out = session.fused(program, &leaves, t.shape())?;
+                stats.record_ns += recording.elapsed().as_nanos() as u64;
+                vec![out]
+            }
+            Step::FusedReduce { program, leaves } => {
+                let Op::Reduce { op, axes } = t.op() else {
+                    unreachable!("planned for reductions only")
+                };
+                let in_shape = t.inputs()[0].shape();
+                let leaves = leaves
+                    .iter()
+                    .map(|i| input(i, 0).and_then(|v| broadcast(v, in_shape)))
+                    .collect::<Result<Vec<_>>>()?;
+                let session = sessions.get(*t.device())?;
+                let recording = std::time::Instant::now();
+                let out = session.fused_reduce(program, &leaves, in_shape, *op, axes)?;
                 stats.record_ns += recording.elapsed().as_nanos() as u64;
                 vec![out]
             }
@@ -497,6 +660,14 @@ fn run_steps(
                     format!("fused elementwise ({} ops)", program.instrs.len())
                 }
                 Step::Fused { .. } => "fused elementwise".to_string(),
+                Step::FusedReduce { program, .. } if by_shape => {
+                    format!(
+                        "fused {} ({} ops)",
+                        profile::key(t.op()),
+                        program.instrs.len()
+                    )
+                }
+                Step::FusedReduce { .. } => format!("fused {}", profile::key(t.op())),
                 _ => profile::key(t.op()),
             };
             let name = if by_shape {

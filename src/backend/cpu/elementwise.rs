@@ -100,10 +100,11 @@ fn load<T: Copy>(data: &[T], base: usize, stride: usize, len: usize, buf: &mut [
     }
 }
 
-fn as_f32(v: &Value) -> std::borrow::Cow<'_, [f32]> {
+/// A value's elements as 32-bit words (an i32 as its bits).
+fn as_words(v: &Value) -> std::borrow::Cow<'_, [f32]> {
     match v.storage.as_ref() {
         Storage::F32(d) => std::borrow::Cow::Borrowed(d.as_slice()),
-        Storage::I32(d) => std::borrow::Cow::Owned(d.iter().map(|&x| x as f32).collect()),
+        Storage::I32(d) => std::borrow::Cow::Owned(d.iter().map(|&x| int_bits(x)).collect()),
         Storage::Gpu(_) => unreachable!("cpu kernels see host values: exec downloads first"),
     }
 }
@@ -234,10 +235,24 @@ pub(crate) fn rand(seed: u64, n: usize) -> Vec<f32> {
     })
 }
 
-/// Run `program` over `leaves` (f32 values of the output's shape, any layout).
+/// An i32 element carried in an f32 slot (its bits).
+fn int_bits(x: i32) -> f32 {
+    f32::from_bits(x as u32)
+}
+
+fn int_of(slot: f32) -> i32 {
+    slot.to_bits() as i32
+}
+
+/// Run `program` over `leaves` (values of the output's shape, any layout).
+/// Slots are 32-bit words: an i32 slot holds its integer's bits, and f32
+/// ops read integer arguments as their values, as the GPU's emitter does.
 pub(crate) fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) -> Value {
     const BLOCK: usize = 512;
-    let data: Vec<_> = leaves.iter().map(as_f32).collect();
+    let leaf_types: Vec<DType> = leaves.iter().map(|v| v.storage.dtype()).collect();
+    let types = program.slot_types(&leaf_types);
+    let int = |slot: usize| types[slot] == DType::I32;
+    let data: Vec<_> = leaves.iter().map(as_words).collect();
     let n = crate::shape::numel(out_shape);
     let (_, layouts) = collapse(
         out_shape,
@@ -258,6 +273,8 @@ pub(crate) fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) ->
     let out = build(n, |start, chunk| {
         let mut leaf_slots = vec![[0.0f32; BLOCK]; program.leaves];
         let mut slots = vec![[0.0f32; BLOCK]; program.instrs.len()];
+        // Integer arguments of an f32 op, as f32 values.
+        let mut converted = [[0.0f32; BLOCK]; 3];
         for (k, l) in layouts.iter().enumerate() {
             if constant[k] && !dense[k] {
                 leaf_slots[k].fill(data[k][l.offset]);
@@ -283,9 +300,72 @@ pub(crate) fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) ->
             for (i, ins) in program.instrs.iter().enumerate() {
                 let (earlier, rest) = slots.split_at_mut(i);
                 let dst = &mut rest[0][..len];
-                let arg = |j: usize| match ins.args[j] {
+                let raw = |j: usize| match ins.args[j] {
                     a if a < program.leaves => leaf(a),
                     a => &earlier[a - program.leaves][..len],
+                };
+                let int_arg = |j: usize| int(ins.args[j]);
+                let int_op = match &ins.op {
+                    crate::op::Op::Cast(to) => {
+                        let a = raw(0);
+                        match (int_arg(0), to) {
+                            (false, DType::I32) => dst
+                                .iter_mut()
+                                .zip(a)
+                                .for_each(|(d, &v)| *d = int_bits(v as i32)),
+                            (true, DType::F32) => dst
+                                .iter_mut()
+                                .zip(a)
+                                .for_each(|(d, &v)| *d = int_of(v) as f32),
+                            _ => dst.copy_from_slice(a),
+                        }
+                        true
+                    }
+                    crate::op::Op::Binary(b) if int_arg(0) && int_arg(1) => {
+                        let it = dst
+                            .iter_mut()
+                            .zip(raw(0))
+                            .zip(raw(1))
+                            .map(|((d, &x), &y)| (d, int_of(x), int_of(y)));
+                        match b {
+                            BinaryOp::Add => {
+                                it.for_each(|(d, x, y)| *d = int_bits(x.wrapping_add(y)))
+                            }
+                            BinaryOp::Mul => {
+                                it.for_each(|(d, x, y)| *d = int_bits(x.wrapping_mul(y)))
+                            }
+                            BinaryOp::Max => it.for_each(|(d, x, y)| *d = int_bits(x.max(y))),
+                            BinaryOp::Pow => it.for_each(|(d, x, y)| {
+                                *d = int_bits((x as f64).powf(y as f64) as i32)
+                            }),
+                            // Masks are f32.
+                            BinaryOp::CmpLt => it.for_each(|(d, x, y)| *d = (x < y) as u8 as f32),
+                            BinaryOp::CmpEq => it.for_each(|(d, x, y)| *d = (x == y) as u8 as f32),
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if int_op {
+                    continue;
+                }
+                let int_where = matches!(ins.op, crate::op::Op::Where) && int(program.leaves + i);
+                for (j, c) in converted.iter_mut().enumerate().take(ins.args.len()) {
+                    // A where of integers selects their bits untouched.
+                    let keep_bits = int_where && j > 0;
+                    if int_arg(j) && !keep_bits {
+                        c[..len]
+                            .iter_mut()
+                            .zip(raw(j))
+                            .for_each(|(d, &v)| *d = int_of(v) as f32);
+                    }
+                }
+                let arg = |j: usize| -> &[f32] {
+                    if int_arg(j) && !(int_where && j > 0) {
+                        &converted[j][..len]
+                    } else {
+                        raw(j)
+                    }
                 };
                 match &ins.op {
                     crate::op::Op::Unary(u) => {
@@ -353,5 +433,8 @@ pub(crate) fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) ->
             done += len;
         }
     });
+    if types.last() == Some(&DType::I32) {
+        return Value::i32(out.into_iter().map(int_of).collect(), out_shape);
+    }
     Value::f32(out, out_shape)
 }

@@ -63,6 +63,17 @@ impl Session for Recorder {
         kernels::elementwise::fused(self, program, leaves, shape)
     }
 
+    fn fused_reduce(
+        &mut self,
+        program: &Program,
+        leaves: &[Value],
+        shape: &[usize],
+        op: crate::op::ReduceOp,
+        axes: &[usize],
+    ) -> Result<Value> {
+        kernels::reduce::fused_reduce(self, program, leaves, op, axes, shape)
+    }
+
     fn adopt(&mut self, host: Value) -> Result<Value> {
         self.on_device(&host)
     }

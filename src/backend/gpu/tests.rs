@@ -8,7 +8,7 @@ use super::kernels::{
     attention, copy, elementwise, fill, gemm, index, optim, pool2d, probe, reduce, texture,
 };
 use super::pipeline::{layout_mismatch, validate_wgsl, KernelParams, Shader};
-use crate::op::{BinaryOp, Op, UnaryOp};
+use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::schedule::fusion::{Instr, Program};
 use crate::shape::Layout;
 use crate::DType;
@@ -279,6 +279,15 @@ fn emitted_kernels_validate_with_naga() {
             &format!("emitted kernel {i} ({program:?})"),
             &kernel.signature.source(),
         );
+        // The same program reduced, both ways a reduction runs.
+        for (op, tree) in [(ReduceOp::Sum, false), (ReduceOp::Max, true)] {
+            let mut reducing = kernel.signature.clone();
+            reducing.reduce = Some(elementwise::Reduction { op, tree });
+            validate(
+                &format!("emitted {op:?} reduction {i} ({program:?})"),
+                &reducing.source(),
+            );
+        }
     }
 }
 

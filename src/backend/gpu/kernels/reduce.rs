@@ -1,10 +1,12 @@
 //! reduce.wgsl: sum or max over axes of a strided view.
 
+use super::elementwise::Reduction;
 use super::{bindable, dtype_of, too_many_axes, with_shape, MAX_RANK, WORKGROUP};
 use crate::backend::gpu::pipeline::{kernel_params, words8, Shader, U8x};
 use crate::backend::gpu::recorder::{grid, Bind, Recorder};
 use crate::backend::Value;
 use crate::op::ReduceOp;
+use crate::schedule::fusion::Program;
 use crate::shape::{collapse, numel, Layout};
 use crate::{DType, Result};
 
@@ -30,6 +32,67 @@ enum Entry {
     Rows,
     /// One workgroup per output, combined in a tree: long rows.
     Tree,
+}
+
+/// `op` over `axes` of `program`'s values over `leaves` (all of shape
+/// `in_shape`), keeping the axes as size 1: one dispatch, the values never
+/// stored. The emitted kernel walks an input whose reduced axes are moved
+/// last, in the order `reduce` reads, so both round alike.
+pub(crate) fn fused_reduce(
+    rec: &mut Recorder,
+    program: &Program,
+    leaves: &[Value],
+    op: ReduceOp,
+    axes: &[usize],
+    in_shape: &[usize],
+) -> Result<Value> {
+    let out_shape: Vec<usize> = in_shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let (n_out, row) = (
+        numel(&out_shape),
+        numel(in_shape) / numel(&out_shape).max(1),
+    );
+    if n_out == 0 || row == 0 {
+        // Nothing to read: the plain kernels handle empty shapes.
+        let x = super::elementwise::fused(rec, program, leaves, in_shape)?;
+        return reduce(rec, op, axes, &x);
+    }
+    let leaves = leaves
+        .iter()
+        .map(|v| rec.on_device(v))
+        .collect::<Result<Vec<_>>>()?;
+    rec.ctx.check_elements("reduce", numel(in_shape))?;
+    let order: Vec<usize> = (0..in_shape.len())
+        .filter(|d| !axes.contains(d))
+        .chain((0..in_shape.len()).filter(|d| axes.contains(d)))
+        .collect();
+    let moved = |l: &Layout| Layout {
+        shape: order.iter().map(|&d| l.shape[d]).collect(),
+        strides: order.iter().map(|&d| l.strides[d]).collect(),
+        offset: l.offset,
+    };
+    let layouts: Vec<Layout> = leaves.iter().map(|v| moved(&v.layout)).collect();
+    let typed: Vec<(DType, &Layout)> = leaves.iter().map(dtype_of).zip(&layouts).collect();
+    let moved_shape: Vec<usize> = order.iter().map(|&d| in_shape[d]).collect();
+    let mut kernel = super::elementwise::elementwise(program, &typed, &moved_shape)?;
+    let tree = !(row <= 64 || n_out >= 16_384);
+    kernel.signature.reduce = Some(Reduction { op, tree });
+    kernel.params.n = n_out as u32;
+    kernel.params.row = row as u32;
+    let out = rec.output("reduce", n_out, DType::F32)?;
+    let pipeline = rec.ctx.fused_pipeline(&kernel.signature)?;
+    let mut binds = vec![Bind::Write(&out)];
+    binds.extend(leaves.iter().map(Bind::Read));
+    let groups = if tree {
+        grid(n_out, 1)
+    } else {
+        grid(n_out, WORKGROUP)
+    };
+    rec.dispatch(&pipeline, &kernel.params, &binds, groups)?;
+    Ok(with_shape(out, &out_shape))
 }
 
 /// `op` over `axes` of `x`, keeping them as size 1.
