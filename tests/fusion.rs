@@ -290,7 +290,44 @@ fn integer_steps_fuse() -> Result<()> {
     Ok(())
 }
 
+/// Views between elementwise steps do not cut a pass: a row's log-sum-exp
+/// is computed inside the subtraction that broadcasts it, and a detached
+/// product inside the exp that reads it.
+fn views_are_read_through() -> Result<()> {
+    let gpu = default_device().is_gpu();
+    let (a, b) = (rt(&[33, 7], 1), rt(&[33, 7], 2));
+    Tensor::realize_all(&[a.clone(), b.clone()])?;
+    // a - log(sum(exp(a), rows)): the exp-sum, then one pass.
+    let y = a.sub(&a.exp().sum(&[1], true)?.log())?;
+    y.realize()?;
+    let stats = last_realize_stats();
+    if gpu {
+        assert_eq!(stats.dispatches, 2, "{stats:?}");
+    }
+    let av = a.to_vec()?;
+    let want: Vec<f32> = (0..33 * 7)
+        .map(|i| {
+            let row = &av[i / 7 * 7..i / 7 * 7 + 7];
+            let lse = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            (av[i] as f64 - lse) as f32
+        })
+        .collect();
+    assert_close(&y.to_vec()?, &want, 1e-5, 1e-5);
+    let z = a.mul(&b)?.detach().exp();
+    z.realize()?;
+    let stats = last_realize_stats();
+    assert_eq!(stats.fused, 1, "{stats:?}");
+    if gpu {
+        assert_eq!(stats.dispatches, 1, "{stats:?}");
+    }
+    let bv = b.to_vec()?;
+    let want: Vec<f32> = av.iter().zip(&bv).map(|(x, y)| (x * y).exp()).collect();
+    assert_close(&z.to_vec()?, &want, 1e-6, 1e-6);
+    Ok(())
+}
+
 backend_tests!(
+    views_are_read_through,
     reductions_take_their_inputs_program,
     repeated_work_and_constants_cost_nothing,
     integer_steps_fuse,

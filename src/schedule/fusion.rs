@@ -114,10 +114,10 @@ pub(crate) fn plan(
     let mut size: HashMap<u64, usize> = HashMap::new();
     let mut leaves_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     for t in order {
-        // A broadcast read through by its one fused user: no instruction
-        // of its own, always inlined (its input decides for itself).
-        let broadcast = through.contains(&t.id());
-        if !fusable(t) && !broadcast {
+        // A view read through by fused users (a broadcast, a detach): no
+        // instruction of its own, always inlined (its input decides for itself).
+        let read_through = through.contains(&t.id());
+        if !fusable(t) && !read_through {
             continue;
         }
         let max_leaves = match limits.get(t.device()) {
@@ -152,9 +152,11 @@ pub(crate) fn plan(
             match victim {
                 Some(v) => {
                     inlined.remove(&v.id());
-                    if through.contains(&v.id()) {
-                        // A stored broadcast is a view of a stored value.
-                        inlined.remove(&v.inputs()[0].id());
+                    // A stored view is a view of a stored value.
+                    let mut view = v;
+                    while through.contains(&view.id()) {
+                        view = &view.inputs()[0];
+                        inlined.remove(&view.id());
                     }
                 }
                 None => break,
@@ -162,14 +164,14 @@ pub(crate) fn plan(
             set = leaf_set(&inlined);
         }
         leaves_of.insert(t.id(), set);
-        let s = usize::from(!broadcast)
+        let s = usize::from(!read_through)
             + t.inputs()
                 .iter()
                 .filter(|i| inlined.contains(&i.id()))
                 .map(|i| size[&i.id()])
                 .sum::<usize>();
         size.insert(t.id(), s);
-        if broadcast {
+        if read_through {
             inlined.insert(t.id());
             continue;
         }
@@ -211,7 +213,7 @@ pub(crate) fn build_program(root: &Tensor, inlined: &HashSet<u64>) -> (Program, 
     let n_leaves = leaves.len();
     let mut instrs = Vec::with_capacity(ops.len());
     for t in &ops {
-        if matches!(t.op(), Op::Expand) {
+        if matches!(t.op(), Op::Expand | Op::Detach) {
             // Read through: the value below, evaluated at the user's
             // shape (the scheduler broadcasts the leaves beneath).
             slot_of.insert(t.id(), slot_of[&t.inputs()[0].id()]);

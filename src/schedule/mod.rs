@@ -347,27 +347,54 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
         })
         .map(|t| t.id())
         .collect();
-    // Broadcasts read in place by their one user's fused pass: what they
-    // broadcast can be computed inside that pass too (at the user's shape).
-    let through: HashSet<u64> = order
-        .iter()
-        .filter(|t| {
-            matches!(t.op(), Op::Expand)
-                && users.get(&t.id()).is_some_and(|u| u == &[true])
-                && !keep.contains(&t.id())
-        })
-        .map(|t| t.id())
-        .collect();
+    // Views a fused pass reads through, so that what they show is computed
+    // inside the pass: a broadcast with one user that takes a program (at
+    // that user's shape), a detach whose users all take one or are read
+    // through themselves (an accuracy count of `logits.detach()`).
+    let mut user_nodes: HashMap<u64, Vec<&Tensor>> = HashMap::new();
+    for t in &order {
+        for i in t.inputs() {
+            user_nodes.entry(i.id()).or_default().push(t);
+        }
+    }
+    let base = |t: &Tensor| fusion::fusable(t) || fusion::reduces_fused_input(t);
+    let mut through: HashSet<u64> = HashSet::new();
+    for t in order.iter().rev() {
+        let Some(us) = user_nodes.get(&t.id()) else {
+            continue;
+        };
+        let view = match t.op() {
+            Op::Expand => us.len() == 1,
+            Op::Detach => true,
+            _ => false,
+        };
+        if view
+            && !keep.contains(&t.id())
+            && us.iter().all(|u| base(u) || through.contains(&u.id()))
+        {
+            through.insert(t.id());
+        }
+    }
     if !through.is_empty() {
+        // A node read through counts as one use per use of its own, so a
+        // large program is not copied into many passes unnoticed.
+        fn fanout(t: &Tensor, users: &HashMap<u64, Vec<&Tensor>>, through: &HashSet<u64>) -> usize {
+            if !through.contains(&t.id()) {
+                return 1;
+            }
+            users
+                .get(&t.id())
+                .map_or(1, |us| us.iter().map(|u| fanout(u, users, through)).sum())
+        }
         for u in users.values_mut() {
             u.clear();
         }
         for t in &order {
-            let absorbs =
-                fusion::fusable(t) || fusion::reduces_fused_input(t) || through.contains(&t.id());
+            let absorbs = base(t) || through.contains(&t.id());
+            let n = fanout(t, &user_nodes, &through);
             for i in t.inputs() {
                 if let Some(u) = users.get_mut(&i.id()) {
-                    u.push(absorbs);
+                    u.extend(std::iter::repeat_n(absorbs, n));
                 }
             }
         }
