@@ -90,7 +90,7 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
 /// Where a tensor's elements live in its buffer: element `idx` is at
 /// `offset + sum(idx[i] * strides[i])`. Views (permute, expand, slice) only
 /// change the layout, never the data.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
     pub shape: Vec<usize>,
     pub strides: Vec<usize>,

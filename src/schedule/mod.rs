@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::backend::{self, Session, Storage, Value};
 use crate::op::Op;
 use crate::shape::checked_numel;
-use crate::{Device, Error, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 use fusion::Program;
 
 /// Nodes reachable from `roots` by following `children`, each once, inputs
@@ -63,28 +63,39 @@ fn toposort(outputs: &[Tensor]) -> Vec<Tensor> {
 /// Nodes of `order` that compute what an earlier node already does (the
 /// same op on the same inputs, seen through `detach`), each mapped to that
 /// earlier node, whose value they take instead: `log_softmax` and `argmax`
-/// of the same logits both take each row's maximum, say. Elementwise nodes
-/// are left to fusion, leaves and multi-output nodes to their own kernels.
+/// of the same logits both take each row's maximum, say. Only ops that
+/// cost a kernel: elementwise nodes are left to fusion, views are free,
+/// leaves and multi-output nodes keep their own kernels.
 fn common_subexpressions(order: &[Tensor]) -> HashMap<u64, Tensor> {
-    // What each node computes, as a key: realized values by their storage
-    // and layout (`detach` of a realized tensor is a new node sharing its
-    // value), others by the first node computing the same.
-    let mut canonical: HashMap<u64, String> = HashMap::new();
-    let mut first: HashMap<String, Tensor> = HashMap::new();
+    /// What a value is: a realized buffer seen through a layout (`detach`
+    /// of a realized tensor is a new node sharing its value), or what the
+    /// first node computing it computes.
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    enum Computes {
+        Node(u64),
+        Value(usize, crate::shape::Layout),
+    }
+    type Key = (
+        std::mem::Discriminant<Op>,
+        Vec<Computes>,
+        Vec<usize>,
+        DType,
+        Device,
+    );
+    let mut canonical: HashMap<u64, Computes> = HashMap::new();
+    // Nodes by everything but the op's data, which is compared on a match.
+    let mut first: HashMap<Key, Vec<Tensor>> = HashMap::new();
     let mut same = HashMap::new();
     for t in order {
         let canon = |i: &Tensor| match (canonical.get(&i.id()), i.0.value.get()) {
             (Some(k), _) => k.clone(),
-            (None, Some(v)) => format!("{:p} {:?}", Arc::as_ptr(&v.storage), v.layout),
-            (None, None) => format!("#{}", i.id()),
+            (None, Some(v)) => Computes::Value(Arc::as_ptr(&v.storage) as usize, v.layout.clone()),
+            (None, None) => Computes::Node(i.id()),
         };
+        // Ops that cost a kernel (views cost nothing to repeat).
         let pure = matches!(
             t.op(),
             Op::Reduce { .. }
-                | Op::Reshape
-                | Op::Permute(_)
-                | Op::Expand
-                | Op::Shrink(_)
                 | Op::Pad(_)
                 | Op::Contiguous
                 | Op::Cast(_)
@@ -101,22 +112,20 @@ fn common_subexpressions(order: &[Tensor]) -> HashMap<u64, Tensor> {
         if !pure {
             continue;
         }
-        let inputs: Vec<String> = t.inputs().iter().map(canon).collect();
-        let key = format!(
-            "{:?} {inputs:?} {:?} {} {}",
-            t.op(),
-            t.shape(),
+        let key: Key = (
+            std::mem::discriminant(t.op()),
+            t.inputs().iter().map(canon).collect(),
+            t.shape().to_vec(),
             t.dtype(),
-            t.device()
+            *t.device(),
         );
-        match first.get(&key) {
+        let bucket = first.entry(key).or_default();
+        match bucket.iter().find(|f| f.op() == t.op()) {
             Some(f) => {
-                canonical.insert(t.id(), format!("#{}", f.id()));
+                canonical.insert(t.id(), Computes::Node(f.id()));
                 same.insert(t.id(), f.clone());
             }
-            None => {
-                first.insert(key, t.clone());
-            }
+            None => bucket.push(t.clone()),
         }
     }
     same
