@@ -36,7 +36,13 @@ impl Tensor {
         }
         let logp = self.log_softmax(-1)?;
         let picked = logp.gather(1, &labels.unsqueeze(1)?)?;
-        let nll = picked.mean_all().neg();
+        // -mean as one sum of -x/n: the scale runs inside the reduction's
+        // pass instead of in a pass of its own after it (exact for a
+        // power-of-two batch, within rounding otherwise).
+        let nll = match self.shape()[0] {
+            0 => picked.mean_all().neg(), // NaN, as a mean of nothing
+            n => picked.mul_scalar(-1.0 / n as f32).sum_all(),
+        };
         if label_smoothing == 0.0 {
             return Ok(nll);
         }
