@@ -13,7 +13,18 @@ impl Tensor {
                 "prediction and target need the same shape",
             ));
         }
-        Ok(self.sub(target)?.square().mean_all())
+        Ok(self.sub(target)?.square().mean_times(1.0))
+    }
+
+    /// `k` times the mean of all elements, as one sum of `x * k / n`: the
+    /// scale runs inside the reduction's pass instead of in a pass of its
+    /// own after it (exact for a power-of-two count, within rounding
+    /// otherwise). No elements: the mean's NaN.
+    fn mean_times(&self, k: f32) -> Tensor {
+        match self.numel() {
+            0 => self.mean_all().mul_scalar(k),
+            n => self.mul_scalar(k / n as f32).sum_all(),
+        }
     }
 
     /// Cross-entropy of logits `[n, classes]` against integer labels `[n]`,
@@ -36,18 +47,12 @@ impl Tensor {
         }
         let logp = self.log_softmax(-1)?;
         let picked = logp.gather(1, &labels.unsqueeze(1)?)?;
-        // -mean as one sum of -x/n: the scale runs inside the reduction's
-        // pass instead of in a pass of its own after it (exact for a
-        // power-of-two batch, within rounding otherwise).
-        let nll = match self.shape()[0] {
-            0 => picked.mean_all().neg(), // NaN, as a mean of nothing
-            n => picked.mul_scalar(-1.0 / n as f32).sum_all(),
-        };
+        let nll = picked.mean_times(-1.0);
         if label_smoothing == 0.0 {
             return Ok(nll);
         }
         let classes = self.shape()[1] as f32;
-        let uniform = logp.mean_all().mul_scalar(-classes);
+        let uniform = logp.mean_times(-classes);
         nll.mul_scalar(1.0 - label_smoothing)
             .add(&uniform.mul_scalar(label_smoothing / classes))
     }
@@ -63,6 +68,6 @@ impl Tensor {
             ));
         }
         // softplus(x) - x * t  ==  -[t log s(x) + (1 - t) log(1 - s(x))]
-        Ok(self.softplus().sub(&self.mul(target)?)?.mean_all())
+        Ok(self.softplus().sub(&self.mul(target)?)?.mean_times(1.0))
     }
 }
