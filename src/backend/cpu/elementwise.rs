@@ -153,44 +153,15 @@ pub(crate) fn unary(op: UnaryOp, x: &Value) -> Value {
     single(crate::op::Op::Unary(op), std::slice::from_ref(x))
 }
 
+/// Integer operands included: the interpreter types its slots as the
+/// emitter does, so there is one implementation of each op's semantics.
 pub(crate) fn binary(op: BinaryOp, a: &Value, b: &Value, out_dtype: DType) -> Result<Value> {
-    let shape = &a.layout.shape;
-    let ints = a.storage.dtype() == DType::I32 && b.storage.dtype() == DType::I32;
-    if ints {
-        // Integer elementwise work is small (labels, indices): dense loops suffice.
-        let (x, y) = (i32_data(a), i32_data(b));
-        let pairs = x.iter().zip(y.iter());
-        let mask = |f: fn(i32, i32) -> bool| -> Vec<f32> {
-            pairs.clone().map(|(&p, &q)| f(p, q) as u8 as f32).collect()
-        };
-        let ints = |f: fn(i32, i32) -> i32| -> Vec<i32> {
-            pairs.clone().map(|(&p, &q)| f(p, q)).collect()
-        };
-        return Ok(match op {
-            BinaryOp::CmpLt => Value::f32(mask(|p, q| p < q), shape),
-            BinaryOp::CmpEq => Value::f32(mask(|p, q| p == q), shape),
-            BinaryOp::Add => Value::i32(ints(i32::wrapping_add), shape),
-            BinaryOp::Mul => Value::i32(ints(i32::wrapping_mul), shape),
-            BinaryOp::Max => Value::i32(ints(i32::max), shape),
-            BinaryOp::Pow => Value::i32(ints(|p, q| (p as f64).powf(q as f64) as i32), shape),
-        });
-    }
-    debug_assert_eq!(out_dtype, DType::F32);
-    Ok(single(crate::op::Op::Binary(op), &[a.clone(), b.clone()]))
+    let out = single(crate::op::Op::Binary(op), &[a.clone(), b.clone()]);
+    debug_assert_eq!(out.storage.dtype(), out_dtype);
+    Ok(out)
 }
 
 pub(crate) fn where_(c: &Value, a: &Value, b: &Value) -> Value {
-    let shape = &c.layout.shape;
-    if a.storage.dtype() == DType::I32 {
-        let (cond, x, y) = (f32_data(c), i32_data(a), i32_data(b));
-        let out = cond
-            .iter()
-            .zip(x.iter())
-            .zip(y.iter())
-            .map(|((&c, &x), &y)| if c != 0.0 { x } else { y })
-            .collect();
-        return Value::i32(out, shape);
-    }
     single(crate::op::Op::Where, &[c.clone(), a.clone(), b.clone()])
 }
 
