@@ -35,6 +35,8 @@ pub(crate) struct Context {
     /// One-element buffers of constants by (bits, type): `full` nodes are
     /// in every step's graph and would otherwise upload each time.
     pub(super) constants: Mutex<HashMap<(u32, crate::DType), crate::backend::Value>>,
+    /// Bind groups by what they bind (see `Recorder::bind_group`).
+    pub(super) bind_groups: Mutex<HashMap<super::recorder::BindKey, wgpu::BindGroup>>,
     /// texture.wgsl's read pipeline and its explicit layout (see kernels/texture.rs).
     pub(super) texture_read: Mutex<Option<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>>,
     /// Bytes of buffers the pool has created and not yet released (in use
@@ -266,6 +268,7 @@ pub(crate) fn register(
         aranges: Mutex::new(HashMap::new()),
         conv_tables: Mutex::new(HashMap::new()),
         constants: Mutex::new(HashMap::new()),
+        bind_groups: Mutex::new(HashMap::new()),
         texture_read: Mutex::new(None),
         allocated: Default::default(),
         memory_limit: std::sync::atomic::AtomicU64::new(memory_limit_from_env()),

@@ -88,6 +88,8 @@ impl GpuBuffer {
     /// Hand the buffer to the application as well: from now on it is
     /// never reused for other data (see [`Owner::Shared`]).
     pub(crate) fn share(&self) {
+        // A cached bind group would keep it alive after the app lets go.
+        lock(&self.ctx.bind_groups).clear();
         // An app's own buffer stays the app's.
         let _ = self.owner.compare_exchange(
             Owner::Pool as u8,
@@ -146,6 +148,7 @@ impl Context {
     /// Drop every free buffer the pool holds (after an out-of-memory error,
     /// or to make room under the memory limit).
     pub(crate) fn release_pool(&self) {
+        self.forget_bind_groups();
         lock(&self.staging).clear();
         lock(&self.uniform_buffers).clear();
         let freed: u64 = lock(&self.pool)
@@ -179,7 +182,16 @@ impl Context {
             });
             !free.is_empty()
         });
+        if freed > 0 {
+            self.forget_bind_groups();
+        }
         self.allocated.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// Drop the cached bind groups, which hold the buffers they bind: a
+    /// buffer the pool releases is freed only once no group holds it.
+    fn forget_bind_groups(&self) {
+        lock(&self.bind_groups).clear();
     }
 
     /// Free buffers of `class` bytes in the pool.
@@ -219,8 +231,14 @@ impl Context {
     fn alloc_raw(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
         let class = size_class(bytes);
         self.check_binding(op, class)?;
-        if let Some((b, _)) = lock(&self.pool).get_mut(&class).and_then(|v| v.pop()) {
-            return Ok(b);
+        // The free buffer that sorts first (by wgpu's handle order), not
+        // the last one returned: which buffers a step frees, and so which
+        // it gets, is then the same step after step whatever order they
+        // were dropped in, and the step's bind groups are found cached.
+        if let Some(free) = lock(&self.pool).get_mut(&class) {
+            if let Some(first) = (0..free.len()).min_by(|&a, &b| free[a].0.cmp(&free[b].0)) {
+                return Ok(free.swap_remove(first).0);
+            }
         }
         self.reserve(op, class)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);

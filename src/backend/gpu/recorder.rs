@@ -21,6 +21,17 @@ const UNIFORM_BUFFER_BYTES: u64 = 64 << 10;
 /// Workgroups per dispatch dimension (WebGPU's default limit).
 pub(crate) const MAX_GROUPS: u32 = 65_535;
 
+/// What a bind group binds: its layout, the parameter slot, and the
+/// storage buffer at each binding.
+#[derive(PartialEq, Eq, Hash)]
+pub(crate) struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    uniform: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+    buffers: Vec<(u32, wgpu::Buffer)>,
+}
+
 /// One binding of a dispatch.
 pub(crate) enum Bind<'a> {
     Read(&'a Value),
@@ -46,6 +57,8 @@ pub(crate) struct Recorder {
     /// an entry nobody else holds is free for later dispatches of this encoder.
     held: Vec<Arc<Storage>>,
     dispatches: usize,
+    /// Bind groups this recording had to create (not found cached).
+    bind_groups_created: usize,
     /// Parameter buffers of this recording, each with the bytes it gets
     /// at the submit (see `uniform_slot`).
     uniforms: Vec<(wgpu::Buffer, Vec<u8>)>,
@@ -75,6 +88,7 @@ impl Recorder {
             timestamps: None,
             held: Vec::new(),
             dispatches: 0,
+            bind_groups_created: 0,
             uniforms: Vec::new(),
             error_scopes: Some((oom, validation)),
             index_flag: None,
@@ -84,6 +98,11 @@ impl Recorder {
 
     pub(crate) fn dispatches(&self) -> usize {
         self.dispatches
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bind_groups_created(&self) -> usize {
+        self.bind_groups_created
     }
 
     /// An output buffer: one this encoder no longer needs, else from the pool.
@@ -216,34 +235,7 @@ impl Recorder {
     ) -> Result<()> {
         let bytes = bytemuck::bytes_of(params);
         let (uniform, offset) = self.uniform_slot(bytes)?;
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.uniforms[uniform].0,
-                offset,
-                size: std::num::NonZeroU64::new(bytes.len() as u64),
-            }),
-        }];
-        for (i, b) in binds.iter().enumerate() {
-            let (Bind::Read(v) | Bind::Write(v)) = b else {
-                continue;
-            };
-            let Storage::Gpu(buf) = v.storage.as_ref() else {
-                return Err(Error::param("dispatch", "internal: a host value was bound"));
-            };
-            entries.push(wgpu::BindGroupEntry {
-                binding: 1 + i as u32,
-                resource: buf.raw().as_entire_binding(),
-            });
-        }
-        let group = self
-            .ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.layout,
-                entries: &entries,
-            });
+        let group = self.bind_group(pipeline, uniform, offset, bytes.len() as u64, binds)?;
         // Outputs are already held (`output`); inputs are held from here on.
         for b in binds {
             if let Bind::Read(v) = b {
@@ -274,6 +266,83 @@ impl Recorder {
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         self.dispatches += 1;
         Ok(())
+    }
+
+    /// The bind group of one dispatch: cached by what it binds, since a
+    /// training step binds the same pooled buffers at the same parameter
+    /// slots step after step and creating a group is a good part of a
+    /// dispatch's host cost. Only groups over our own pooled buffers are
+    /// kept (a cached group holds its buffers alive), and the cache is
+    /// emptied whenever the pool releases buffers (`forget_bind_groups`),
+    /// so it never keeps freed memory, nor an application's buffer.
+    fn bind_group(
+        &mut self,
+        pipeline: &Pipeline,
+        uniform: usize,
+        offset: u64,
+        size: u64,
+        binds: &[Bind<'_>],
+    ) -> Result<wgpu::BindGroup> {
+        /// Groups kept at most (a step's dispatches, many times over).
+        const MAX_BIND_GROUPS: usize = 4096;
+        let uniform_buffer = &self.uniforms[uniform].0;
+        let mut buffers = Vec::with_capacity(binds.len());
+        let mut cacheable = true;
+        for (i, b) in binds.iter().enumerate() {
+            let (Bind::Read(v) | Bind::Write(v)) = b else {
+                continue;
+            };
+            let Storage::Gpu(buf) = v.storage.as_ref() else {
+                return Err(Error::param("dispatch", "internal: a host value was bound"));
+            };
+            cacheable &= buf.owner() == super::pool::Owner::Pool;
+            buffers.push((1 + i as u32, buf.raw().clone()));
+        }
+        let key = BindKey {
+            layout: pipeline.layout.clone(),
+            uniform: uniform_buffer.clone(),
+            offset,
+            size,
+            buffers,
+        };
+        if cacheable {
+            if let Some(group) = lock(&self.ctx.bind_groups).get(&key) {
+                return Ok(group.clone());
+            }
+        }
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniform_buffer,
+                offset,
+                size: std::num::NonZeroU64::new(size),
+            }),
+        }];
+        entries.extend(
+            key.buffers
+                .iter()
+                .map(|(binding, buffer)| wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: buffer.as_entire_binding(),
+                }),
+        );
+        let group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+        self.bind_groups_created += 1;
+        if cacheable {
+            let mut cache = lock(&self.ctx.bind_groups);
+            if cache.len() >= MAX_BIND_GROUPS {
+                cache.clear();
+            }
+            cache.insert(key, group.clone());
+        }
+        Ok(group)
     }
 
     /// Close the open compute pass, unlocking the encoder.

@@ -594,6 +594,48 @@ fn the_pool_reuses_uploads_and_trims_what_a_run_stopped_using() {
     assert_eq!(ctx.pooled(class), 0, "trimmed after 400 submits unused");
 }
 
+/// Work recorded again over the same pooled buffers binds them with the
+/// bind groups made the first time, and still computes the right values.
+/// (Other tests share the device and may empty the cache meanwhile, so
+/// one cached round out of several is asked for.)
+#[test]
+fn repeated_work_finds_its_bind_groups_cached() {
+    let Some(ctx) = device() else { return };
+    // Odd sizes no other test allocates: these size classes are this test's.
+    let shape = [3, 33_331];
+    let (a, b) = (filled(&shape, 1), filled(&shape, 2));
+    let host = |v: &crate::backend::Value| match v.storage.as_ref() {
+        crate::backend::Storage::F32(x) => x.clone(),
+        other => panic!("f32 expected: {other:?}"),
+    };
+    let want: Vec<f32> = host(&a).iter().zip(host(&b)).map(|(x, y)| x + y).collect();
+    let a = super::on_device(&ctx, &a).expect("upload");
+    let b = super::on_device(&ctx, &b).expect("upload");
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        let mut rec = super::recorder::Recorder::new(ctx.clone()).expect("recorder");
+        let out = super::kernels::exec(
+            &mut rec,
+            &Op::Binary(BinaryOp::Add),
+            &[a.clone(), b.clone()],
+            &shape,
+            DType::F32,
+        )
+        .expect("add");
+        created.push(rec.bind_groups_created());
+        rec.submit().expect("submit");
+        assert_eq!(host(&out[0].to_host().expect("download")), want);
+    }
+    assert!(
+        created[0] > 0,
+        "the first round creates its groups: {created:?}"
+    );
+    assert!(
+        created[1..].contains(&0),
+        "no round found them cached: {created:?}"
+    );
+}
+
 /// Timestamps around compute passes measure the passes: 256 times the
 /// work takes longer, and work in a second pass (after a clear) counts.
 /// The margins are wide: device time under a loaded test run varies.
