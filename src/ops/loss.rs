@@ -45,14 +45,21 @@ impl Tensor {
                 format!("label_smoothing {label_smoothing} must lie in [0, 1)"),
             ));
         }
-        let logp = self.log_softmax(-1)?;
-        let picked = logp.gather(1, &labels.unsqueeze(1)?)?;
-        let nll = picked.mean_times(-1.0);
+        // -log_softmax(x)[label] as the row's log-sum-exp minus the picked
+        // logit: the gather reads the logits themselves, so no [n, classes]
+        // log-probabilities are stored, and the gradient is softmax (from
+        // the exp-sum the forward pass made) less the one-hot, with no row
+        // sum of an upstream gradient to take.
+        let max = self.max(&[-1], true)?.detach();
+        let lse = self.sub(&max)?.exp().sum(&[-1], true)?.log().add(&max)?;
+        let picked = self.gather(1, &labels.unsqueeze(1)?)?;
+        let nll = lse.sub(&picked)?.mean_times(1.0);
         if label_smoothing == 0.0 {
             return Ok(nll);
         }
+        // The mean over classes of -log_softmax: lse less the mean logit.
         let classes = self.shape()[1] as f32;
-        let uniform = logp.mean_times(-classes);
+        let uniform = lse.mean_times(classes).sub(&self.mean_times(classes))?;
         nll.mul_scalar(1.0 - label_smoothing)
             .add(&uniform.mul_scalar(label_smoothing / classes))
     }
