@@ -71,20 +71,26 @@ fn strided(i: u32, rank: u32, offset: u32, shape: array<vec4<u32>, 2>,
     return off;
 }
 
+// One element's Adam step: (new p, new m, new v).
+fn adam_step(p: f32, gi: f32, m0: f32, v0: f32, k: AdamParams) -> vec3<f32> {
+    let m = m0 * k.beta1 + gi * k.one_minus_beta1;
+    let v = v0 * k.beta2 + (gi * gi) * k.one_minus_beta2;
+    let update = (m * k.inv_c1) * (1.0 / (sqrt(v * k.inv_c2) + k.eps));
+    var pn = p + -(update * k.lr);
+    if (k.decay != 0u) { pn = pn + -(p * k.lr_wd); }
+    return vec3<f32>(pn, m, v);
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
     let k = adam_params;
     if (i >= k.n) { return; }
     let gi = g[strided(i, k.g_rank, k.g_offset, k.g_shape, k.g_strides)];
-    let m = s1[i] * k.beta1 + gi * k.one_minus_beta1;
-    let v = s2[i] * k.beta2 + (gi * gi) * k.one_minus_beta2;
-    let update = (m * k.inv_c1) * (1.0 / (sqrt(v * k.inv_c2) + k.eps));
-    var pn = p[i] + -(update * k.lr);
-    if (k.decay != 0u) { pn = pn + -(p[i] * k.lr_wd); }
-    p_out[i] = pn;
-    s1_out[i] = m;
-    s2_out[i] = v;
+    let r = adam_step(p[i], gi, s1[i], s2[i], k);
+    p_out[i] = r.x;
+    s1_out[i] = r.y;
+    s2_out[i] = r.z;
 }
 
 fn sgd_grad(i: u32) -> f32 {
@@ -112,4 +118,94 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (k.nesterov != 0u) { step = gi + v * k.momentum; }
     p_out[i] = p[i] + -(step * k.lr);
     s1_out[i] = v;
+}
+
+// Adam over up to GROUP_SLOTS parameters in one dispatch, used where the
+// device binds 7 * GROUP_SLOTS storage buffers: slot s has bindings
+// 1 + 7s .. 7 + 7s (p, g, m, v, new p, new m, new v, as `adam`'s), and the
+// workgroups cover the slots one after another from each slot's `start`.
+
+const GROUP_SLOTS: u32 = 4u;
+
+struct AdamSlot {
+    n: u32,
+    start: u32,
+    g_rank: u32,
+    g_offset: u32,
+    g_shape: array<vec4<u32>, 2>,
+    g_strides: array<vec4<u32>, 2>,
+}
+
+struct AdamGroupParams {
+    // The step's constants (its n and gradient layout unused).
+    adam: AdamParams,
+    slot: array<AdamSlot, 4>,
+    slots: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> group_params: AdamGroupParams;
+@group(0) @binding(1) var<storage, read> p0: array<f32>;
+@group(0) @binding(2) var<storage, read> g0: array<f32>;
+@group(0) @binding(3) var<storage, read> m0: array<f32>;
+@group(0) @binding(4) var<storage, read> v0: array<f32>;
+@group(0) @binding(5) var<storage, read_write> p0_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> m0_out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> v0_out: array<f32>;
+@group(0) @binding(8) var<storage, read> p1: array<f32>;
+@group(0) @binding(9) var<storage, read> g1: array<f32>;
+@group(0) @binding(10) var<storage, read> m1: array<f32>;
+@group(0) @binding(11) var<storage, read> v1: array<f32>;
+@group(0) @binding(12) var<storage, read_write> p1_out: array<f32>;
+@group(0) @binding(13) var<storage, read_write> m1_out: array<f32>;
+@group(0) @binding(14) var<storage, read_write> v1_out: array<f32>;
+@group(0) @binding(15) var<storage, read> p2: array<f32>;
+@group(0) @binding(16) var<storage, read> g2: array<f32>;
+@group(0) @binding(17) var<storage, read> m2: array<f32>;
+@group(0) @binding(18) var<storage, read> v2: array<f32>;
+@group(0) @binding(19) var<storage, read_write> p2_out: array<f32>;
+@group(0) @binding(20) var<storage, read_write> m2_out: array<f32>;
+@group(0) @binding(21) var<storage, read_write> v2_out: array<f32>;
+@group(0) @binding(22) var<storage, read> p3: array<f32>;
+@group(0) @binding(23) var<storage, read> g3: array<f32>;
+@group(0) @binding(24) var<storage, read> m3: array<f32>;
+@group(0) @binding(25) var<storage, read> v3: array<f32>;
+@group(0) @binding(26) var<storage, read_write> p3_out: array<f32>;
+@group(0) @binding(27) var<storage, read_write> m3_out: array<f32>;
+@group(0) @binding(28) var<storage, read_write> v3_out: array<f32>;
+
+@compute @workgroup_size(WORKGROUP)
+fn adam_group(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32,
+              @builtin(num_workgroups) groups: vec3<u32>) {
+    let wg = wid.x + wid.y * groups.x;
+    var s = 0u;
+    for (var j = 1u; j < min(group_params.slots, GROUP_SLOTS); j++) {
+        if (wg >= group_params.slot[j].start) { s = j; }
+    }
+    let slot = group_params.slot[s];
+    let k = group_params.adam;
+    let i = (wg - slot.start) * WORKGROUP + lid;
+    if (i >= slot.n) { return; }
+    let gi = strided(i, slot.g_rank, slot.g_offset, slot.g_shape, slot.g_strides);
+    switch s {
+        case 0u: {
+            let r = adam_step(p0[i], g0[gi], m0[i], v0[i], k);
+            p0_out[i] = r.x; m0_out[i] = r.y; v0_out[i] = r.z;
+        }
+        case 1u: {
+            let r = adam_step(p1[i], g1[gi], m1[i], v1[i], k);
+            p1_out[i] = r.x; m1_out[i] = r.y; v1_out[i] = r.z;
+        }
+        case 2u: {
+            let r = adam_step(p2[i], g2[gi], m2[i], v2[i], k);
+            p2_out[i] = r.x; m2_out[i] = r.y; v2_out[i] = r.z;
+        }
+        default: {
+            let r = adam_step(p3[i], g3[gi], m3[i], v3[i], k);
+            p3_out[i] = r.x; m3_out[i] = r.y; v3_out[i] = r.z;
+        }
+    }
 }

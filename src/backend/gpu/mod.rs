@@ -79,8 +79,11 @@ impl Session for Recorder {
     }
 
     fn finish(self: Box<Self>) -> Result<usize> {
-        let dispatches = self.dispatches();
-        self.submit()?;
+        let mut rec = *self;
+        // Updates still waiting for their group count as dispatched.
+        kernels::optim::flush_adam(&mut rec)?;
+        let dispatches = rec.dispatches();
+        rec.submit()?;
         Ok(dispatches)
     }
 }

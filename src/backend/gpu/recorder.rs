@@ -65,6 +65,8 @@ pub(crate) struct Recorder {
     error_scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
     /// A word kernels set when they meet an out-of-range index.
     pub(crate) index_flag: Option<Value>,
+    /// Adam updates waiting to share one dispatch (kernels/optim.rs).
+    pub(crate) pending_adam: Option<super::kernels::optim::PendingAdam>,
     /// Dropped last: the GL turn outlives everything recorded.
     _turn: Option<GlTurnGuard>,
 }
@@ -92,6 +94,7 @@ impl Recorder {
             uniforms: Vec::new(),
             error_scopes: Some((oom, validation)),
             index_flag: None,
+            pending_adam: None,
             _turn: turn,
         })
     }
@@ -233,6 +236,16 @@ impl Recorder {
         binds: &[Bind<'_>],
         groups: (u32, u32, u32),
     ) -> Result<()> {
+        // Updates still waiting go first when this dispatch reads their results.
+        if let Some(pending) = &self.pending_adam {
+            let reads_pending = binds.iter().any(|b| match b {
+                Bind::Read(v) | Bind::Write(v) => pending.produces(v),
+                Bind::Skip => false,
+            });
+            if reads_pending {
+                super::kernels::optim::flush_adam(self)?;
+            }
+        }
         let bytes = bytemuck::bytes_of(params);
         let (uniform, offset) = self.uniform_slot(bytes)?;
         let group = self.bind_group(pipeline, uniform, offset, bytes.len() as u64, binds)?;
@@ -389,6 +402,7 @@ impl Recorder {
     /// passes (None without timestamps, or with more passes than slots).
     #[cfg(feature = "bench")]
     pub(crate) fn submit_timed(mut self) -> Result<Option<f64>> {
+        super::kernels::optim::flush_adam(&mut self)?;
         self.end_pass();
         let Some(t) = self.timestamps.take() else {
             self.submit()?;
@@ -432,6 +446,7 @@ impl Recorder {
 
     /// Submit everything recorded; report errors the device raised meanwhile.
     pub(crate) fn submit(mut self) -> Result<()> {
+        super::kernels::optim::flush_adam(&mut self)?;
         self.end_pass();
         self.flush_uniforms();
         let encoder = self.encoder.take().expect("present until submit");
