@@ -676,7 +676,7 @@ fn adam_updates_share_dispatches_and_match_the_cpu() {
         &mut rec,
         &Op::Binary(BinaryOp::Add),
         &[outs[6][0].clone(), outs[6][0].clone()],
-        &shapes[6].to_vec(),
+        shapes[6],
         DType::F32,
     )
     .expect("add");
