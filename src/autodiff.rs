@@ -244,6 +244,8 @@ fn vjp(node: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
                     .exp()
                     .mul_scalar(std::f32::consts::FRAC_2_SQRT_PI),
             )?,
+            // Masked where the output is positive (as the input is).
+            UnaryOp::Relu => Tensor::where_(&out.gt_scalar(0.0), g, &g.zeros_like())?,
         }),
         Op::Binary(b) => {
             let (a, c) = (&x[0], &x[1]);

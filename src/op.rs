@@ -14,6 +14,11 @@ pub enum UnaryOp {
     Tanh,
     /// The Gauss error function: exact GELU needs it and it does not compose well.
     Erf,
+    /// `x` where positive, else 0 (NaN included). A primitive so that its
+    /// gradient masks by the output, which the forward pass keeps anyway:
+    /// the pre-activation need not be, and a GEMM can write the output
+    /// with its bias in the epilogue.
+    Relu,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -717,6 +717,11 @@ fn gather_scatter_embedding() -> Result<()> {
 fn activations() -> Result<()> {
     let x = t(&[-2.0, -0.5, 0.0, 0.5, 2.0], &[5]);
     assert_tensor(&x.relu(), &[5], &[0.0, 0.0, 0.0, 0.5, 2.0]);
+    // NaN and -inf give 0; the gradient masks by the output.
+    let edges = t(&[f32::NAN, f32::NEG_INFINITY, 1e30, -0.0], &[4]).with_grad();
+    assert_tensor(&edges.relu(), &[4], &[0.0, 0.0, 1e30, 0.0]);
+    let g = edges.relu().mul_scalar(3.0).sum_all().backward()?;
+    assert_tensor(g.get(&edges).expect("grad"), &[4], &[0.0, 0.0, 3.0, 0.0]);
     assert_tensor(&x.leaky_relu(0.1), &[5], &[-0.2, -0.05, 0.0, 0.5, 2.0]);
     let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
     let xv = [-2.0f32, -0.5, 0.0, 0.5, 2.0];

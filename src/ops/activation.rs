@@ -1,14 +1,13 @@
 //! Activations, softmax and dropout, composed from primitives.
 
+use crate::op::UnaryOp;
 use crate::ops::ensure_f32;
 use crate::{Error, Result, Tensor};
 
 impl Tensor {
     /// max(x, 0), with gradient 0 at 0 (as PyTorch).
     pub fn relu(&self) -> Tensor {
-        let x = self.to_f32();
-        let zero = x.zeros_like();
-        Tensor::where_(&x.gt_scalar(0.0), &x, &zero).unwrap_or_else(|_| unreachable!("same shapes"))
+        self.to_f32().unary(UnaryOp::Relu)
     }
 
     /// `x` where positive, else `slope * x`.

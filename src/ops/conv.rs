@@ -367,21 +367,10 @@ impl Tensor {
         Some(pool(x).and_then(|p| p.add(&e.inputs()[0])))
     }
 
-    /// `v` when this tensor is `relu(v)` as [`Tensor::relu`] builds it:
-    /// `where(0 < v, v, 0)`.
+    /// `v` when this tensor is `relu(v)`.
     fn relu_input(&self) -> Option<&Tensor> {
-        let zero = |t: &Tensor| *t.op() == Op::Full(0.0) && !t.is_realized();
         match (self.op(), self.inputs()) {
-            (Op::Where, [cond, v, z]) if zero(z) && !cond.is_realized() => {
-                match (cond.op(), cond.inputs()) {
-                    (Op::Binary(crate::op::BinaryOp::CmpLt), [c0, v2])
-                        if zero(c0) && v2.id() == v.id() =>
-                    {
-                        Some(v)
-                    }
-                    _ => None,
-                }
-            }
+            (Op::Unary(crate::op::UnaryOp::Relu), [v]) => Some(v),
             _ => None,
         }
     }

@@ -358,6 +358,7 @@ pub(crate) fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) ->
                             UnaryOp::Sin => map!(f32::sin),
                             UnaryOp::Tanh => map!(f32::tanh),
                             UnaryOp::Erf => map!(erf),
+                            UnaryOp::Relu => map!(|v: f32| if v > 0.0 { v } else { 0.0 }),
                         }
                     }
                     crate::op::Op::Binary(b) => {

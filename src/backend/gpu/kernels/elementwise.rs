@@ -381,6 +381,7 @@ fn combine(a: f32, b: f32) -> f32 {{ return {combine}; }}
                         UnaryOp::Sin => format!("sin({x})"),
                         UnaryOp::Tanh => format!("tanh_f({x})"),
                         UnaryOp::Erf => format!("erf_f({x})"),
+                        UnaryOp::Relu => format!("select(0.0, {x}, {x} > 0.0)"),
                     }
                 }
                 ElemOp::Binary(b) if types[a(0)] == DType::I32 && types[a(1)] == DType::I32 => {
