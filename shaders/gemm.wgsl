@@ -44,8 +44,16 @@
 // MODE 1 forward:          M = O/g,  N = batch*OH*OW, K = C/g*KH*KW
 // MODE 2 backward-data:    M = C/g,  N = batch*H*W,   K = O/g*KH*KW
 // MODE 3 backward-filter:  M = O/g,  N = C/g*KH*KW,   K = batch*OH*OW
+//
+// EPILOGUE (the three full kernels, one split only): 1 adds `bias` per
+// channel to each output before it is stored, 2 also applies relu: a
+// layer's `relu(x @ w + b)` or `relu(conv(x, w) + b)` in one pass, in the
+// f32 operations of the fused elementwise pass it replaces. The channel is
+// the column for a matmul (MODE 0), the output channel for a forward
+// convolution (MODE 1).
 
 override MODE: u32 = 0u;
+override EPILOGUE: u32 = 0u;
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -99,6 +107,8 @@ struct GemmParams {
 //        MODE 2 (weight offset o*cg*KH*KW + ky*KW + kx, dy offset o*OH*OW, ky*dh, kx*dw)
 //        MODE 3 (dy offset img*O*OH*OW + oy*OW + ox, x offset img*C*H*W, oy*sh - ph, ox*sw - pw)
 @group(0) @binding(4) var<storage, read> taps: array<vec4<i32>>;
+// One value per channel (EPILOGUE > 0; any buffer otherwise).
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
 
 var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
@@ -206,7 +216,18 @@ fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
     }
 }
 
-fn store_c(z: u32, m: u32, n: u32, v: f32, slice: u32) {
+// An output as stored: with the bias and relu of the EPILOGUE.
+fn epilogue(z: u32, m: u32, n: u32, v: f32) -> f32 {
+    if (EPILOGUE == 0u) { return v; }
+    var channel = n;
+    if (MODE == 1u) { channel = z * og() + m; }
+    let y = v + bias[channel];
+    if (EPILOGUE == 2u) { return select(0.0, y, y > 0.0); }
+    return y;
+}
+
+fn store_c(z: u32, m: u32, n: u32, acc: f32, slice: u32) {
+    let v = epilogue(z, m, n, acc);
     let big_m = params.m;
     let big_n = params.n;
     switch MODE {

@@ -188,6 +188,48 @@ pub(crate) trait Session {
         op: crate::op::ReduceOp,
         axes: &[usize],
     ) -> Result<Value>;
+    /// A matmul or forward convolution (`op` over `inputs`, of `shape`)
+    /// with `bias` added to each output, and relu applied after when
+    /// `relu`: what the fused pass `relu(op(inputs) + bias)` gives, in its
+    /// f32 operations, without storing the product first. `bias` holds one
+    /// value per channel (the last axis of a matmul, axis 1 of a
+    /// convolution) in any layout. By default, the op and then that pass.
+    fn gemm_epilogue(
+        &mut self,
+        op: &Op,
+        inputs: &[Value],
+        bias: &Value,
+        relu: bool,
+        shape: &[usize],
+    ) -> Result<Value> {
+        let product = self
+            .exec(op, inputs, shape, DType::F32)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::Error::param(op.name(), "internal: no output"))?;
+        let mut channel = vec![1; shape.len()];
+        let axis = if matches!(op, Op::Conv2d(_)) {
+            1
+        } else {
+            shape.len() - 1
+        };
+        channel[axis] = shape[axis];
+        let bias = Value {
+            storage: bias.storage.clone(),
+            layout: bias
+                .layout
+                .reshape(&channel)
+                .ok_or_else(|| {
+                    crate::Error::param(
+                        op.name(),
+                        "internal: the bias is not one value per channel",
+                    )
+                })?
+                .expand(shape),
+        };
+        let program = crate::schedule::fusion::bias_program(relu);
+        self.fused(&program, &[product, bias], shape)
+    }
     /// A host value placed on this device.
     fn adopt(&mut self, host: Value) -> Result<Value>;
     /// Make everything recorded happen and report what the device raised

@@ -517,6 +517,7 @@ impl Kernel {
                     &inputs[0],
                     &inputs[1],
                     &self.shape,
+                    None,
                 )
                 .map(drop),
                 None => kernels::exec(rec, &self.op, &inputs, &self.shape, DType::F32).map(drop),

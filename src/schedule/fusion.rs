@@ -37,6 +37,33 @@ impl Program {
     }
 }
 
+/// `leaves[0] + leaves[1]`, then relu when `relu`: a layer's bias and
+/// activation, which a GEMM can apply as it stores (`Session::gemm_epilogue`).
+pub(crate) fn bias_program(relu: bool) -> Program {
+    let mut program = Program::single(Op::Binary(BinaryOp::Add), 2);
+    if relu {
+        program.instrs.push(Instr {
+            op: Op::Unary(crate::op::UnaryOp::Relu),
+            args: vec![2],
+        });
+    }
+    program
+}
+
+/// Whether `program` is a GEMM epilogue's: the sum of its two leaves,
+/// then maybe relu (Some(relu)); None for anything else.
+pub(crate) fn bias_epilogue(program: &Program) -> Option<bool> {
+    let add =
+        |i: &Instr| i.op == Op::Binary(BinaryOp::Add) && (i.args == [0, 1] || i.args == [1, 0]);
+    match program.instrs.as_slice() {
+        [a] if program.leaves == 2 && add(a) => Some(false),
+        [a, r] if program.leaves == 2 && add(a) => {
+            (r.op == Op::Unary(crate::op::UnaryOp::Relu) && r.args == [2]).then_some(true)
+        }
+        _ => None,
+    }
+}
+
 /// The type an elementwise op gives over arguments of `args` types: the
 /// comparisons give f32 masks, integer arithmetic stays integer, the rest
 /// computes in f32.

@@ -251,6 +251,14 @@ enum Step {
     Project(usize),
     /// The value of an earlier node that computes the same thing (its one input here).
     Same,
+    /// A fused pass `relu(gemm + bias)` or `gemm + bias` run by `gemm`
+    /// itself as it stores its outputs (`Session::gemm_epilogue`); `gemm`
+    /// is inlined.
+    Epilogue {
+        gemm: Tensor,
+        bias: Tensor,
+        relu: bool,
+    },
     /// Its input, moved to this node's device.
     Transfer,
 }
@@ -438,9 +446,15 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
             _ => Step::Kernel,
         })
         .collect();
+    let steps = gemm_epilogues(&order, steps, &users, &keep);
     let step_inputs = |t: &Tensor, step: &Step| -> Vec<Tensor> {
         match step {
             Step::Fused { leaves, .. } | Step::FusedReduce { leaves, .. } => leaves.clone(),
+            Step::Epilogue { gemm, bias, .. } => {
+                let mut ins = gemm.inputs().to_vec();
+                ins.push(bias.clone());
+                ins
+            }
             Step::Same => vec![same[&t.id()].clone()],
             _ => t.inputs().to_vec(),
         }
@@ -464,7 +478,10 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
             .filter(|s| {
                 matches!(
                     s,
-                    Step::Kernel | Step::Fused { .. } | Step::FusedReduce { .. }
+                    Step::Kernel
+                        | Step::Fused { .. }
+                        | Step::FusedReduce { .. }
+                        | Step::Epilogue { .. }
                 )
             })
             .count(),
@@ -591,6 +608,68 @@ fn broadcast(v: Value, shape: &[usize]) -> Result<Value> {
     })
 }
 
+/// Fused passes that add a bias along a GEMM's channel axis, and maybe
+/// apply relu, to the output of a matmul or forward convolution that
+/// nothing else uses: the GEMM applies them as it stores
+/// (`Step::Epilogue`), so its product is never stored on its own. A
+/// layer's `relu(x @ w + b)` is one kernel; training needs only the
+/// output (relu's gradient masks by it, a bias's gradient and the
+/// product's are the upstream gradient itself).
+fn gemm_epilogues(
+    order: &[Tensor],
+    mut steps: Vec<Step>,
+    users: &HashMap<u64, Vec<bool>>,
+    keep: &HashSet<u64>,
+) -> Vec<Step> {
+    let index: HashMap<u64, usize> = order.iter().enumerate().map(|(k, t)| (t.id(), k)).collect();
+    for e in 0..order.len() {
+        let Step::Fused { program, leaves } = &steps[e] else {
+            continue;
+        };
+        let Some(relu) = fusion::bias_epilogue(program) else {
+            continue;
+        };
+        let shape = order[e].shape();
+        // One value per channel: the last axis of a matmul, axis 1 of a convolution.
+        let per_channel = |bias: &Tensor, axis: usize| {
+            bias.shape().len() == shape.len()
+                && bias
+                    .shape()
+                    .iter()
+                    .enumerate()
+                    .all(|(d, &n)| n == if d == axis { shape[d] } else { 1 })
+        };
+        let fits = |g: &Tensor, bias: &Tensor| {
+            let Some(&k) = index.get(&g.id()) else {
+                return false;
+            };
+            let axis = match g.op() {
+                Op::MatMul if shape.len() >= 2 => shape.len() - 1,
+                Op::Conv2d(_) => 1,
+                _ => return false,
+            };
+            matches!(steps[k], Step::Kernel)
+                && users.get(&g.id()).is_some_and(|u| u.len() == 1)
+                && !keep.contains(&g.id())
+                && g.shape() == shape
+                && g.dtype() == DType::F32
+                && bias.dtype() == DType::F32
+                && g.device() == bias.device()
+                // An empty reduction leaves the output to the bias alone.
+                && g.inputs().iter().all(|i| i.numel() > 0)
+                && per_channel(bias, axis)
+        };
+        let (gemm, bias) = match leaves.as_slice() {
+            [a, b] if fits(a, b) => (a.clone(), b.clone()),
+            [a, b] if fits(b, a) => (b.clone(), a.clone()),
+            _ => continue,
+        };
+        steps[index[&gemm.id()]] = Step::Inlined;
+        steps[e] = Step::Epilogue { gemm, bias, relu };
+    }
+    steps
+}
+
 /// Run every step; returns the values to cache on their nodes.
 fn run_steps(
     order: &[Tensor],
@@ -662,6 +741,20 @@ fn run_steps(
                 stats.record_ns += recording.elapsed().as_nanos() as u64;
                 vec![out]
             }
+            Step::Epilogue { gemm, relu, .. } => {
+                let inputs = ins
+                    .iter()
+                    .map(|i| input(i, 0))
+                    .collect::<Result<Vec<_>>>()?;
+                let (bias, operands) = inputs.split_last().ok_or_else(|| {
+                    Error::param("realize", "internal: an epilogue without its bias")
+                })?;
+                let session = sessions.get(*t.device())?;
+                let recording = std::time::Instant::now();
+                let out = session.gemm_epilogue(gemm.op(), operands, bias, *relu, t.shape())?;
+                stats.record_ns += recording.elapsed().as_nanos() as u64;
+                vec![out]
+            }
             Step::Kernel => {
                 let inputs = ins
                     .iter()
@@ -704,6 +797,11 @@ fn run_steps(
                     )
                 }
                 Step::FusedReduce { .. } => format!("fused {}", profile::key(t.op())),
+                Step::Epilogue { gemm, relu, .. } => format!(
+                    "{} + bias{}",
+                    profile::key(gemm.op()),
+                    if *relu { " + relu" } else { "" }
+                ),
                 _ => profile::key(t.op()),
             };
             let name = if by_shape {

@@ -74,6 +74,17 @@ impl Session for Recorder {
         kernels::reduce::fused_reduce(self, program, leaves, op, axes, shape)
     }
 
+    fn gemm_epilogue(
+        &mut self,
+        op: &Op,
+        inputs: &[Value],
+        bias: &Value,
+        relu: bool,
+        shape: &[usize],
+    ) -> Result<Value> {
+        kernels::gemm_epilogue(self, op, inputs, bias, relu, shape)
+    }
+
     fn adopt(&mut self, host: Value) -> Result<Value> {
         self.on_device(&host)
     }

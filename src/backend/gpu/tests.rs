@@ -25,8 +25,9 @@ fn validate(name: &str, src: &str) {
 /// `MODE` per `GemmMode`, reduce.wgsl's `OP` and `INT_INPUT`). A shader
 /// that declares an override missing here fails the translation test, so
 /// a new one cannot go untranslated.
-const OVERRIDE_VALUES: [(&str, &[f64]); 3] = [
+const OVERRIDE_VALUES: [(&str, &[f64]); 4] = [
     ("MODE", &[0.0, 1.0, 2.0, 3.0]),
+    ("EPILOGUE", &[0.0, 1.0, 2.0]),
     ("OP", &[0.0, 1.0]),
     ("INT_INPUT", &[0.0, 1.0]),
 ];
@@ -220,6 +221,7 @@ fn emitted_kernels_validate_with_naga() {
         UnaryOp::Sin,
         UnaryOp::Tanh,
         UnaryOp::Erf,
+        UnaryOp::Relu,
     ] {
         programs.push((
             Program::single(Op::Unary(u), 1),
@@ -320,7 +322,7 @@ fn filled(shape: &[usize], seed: u32) -> crate::backend::Value {
 /// backend, on odd and batched strided shapes.
 #[test]
 fn every_matmul_version_matches_the_cpu() {
-    use super::kernels::gemm::{matmul, GemmPlan, MatmulKernel};
+    use super::kernels::gemm::{matmul, Epilogue, GemmPlan, MatmulKernel};
     use crate::backend::cpu;
     let Some(ctx) = device() else { return };
     for (m, k, n, batch) in [
@@ -350,7 +352,7 @@ fn every_matmul_version_matches_the_cpu() {
         for plan in plans {
             let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
             let (ga, gb) = (rec.on_device(&a).expect("a"), rec.on_device(&b).expect("b"));
-            let got = matmul(&mut rec, Some(plan), &ga, &gb, &shape).expect("matmul");
+            let got = matmul(&mut rec, Some(plan), &ga, &gb, &shape, None).expect("matmul");
             rec.submit().expect("submit");
             let got = got.to_host().expect("download");
             let got = got.layout_gather(match got.storage.as_ref() {
@@ -363,6 +365,40 @@ fn every_matmul_version_matches_the_cpu() {
                     "{plan:?} {m}x{k}x{n} batch {batch}: element {i} is {g}, want {w}"
                 );
             }
+            if !matches!(
+                plan.kernel,
+                MatmulKernel::Blocked | MatmulKernel::Large | MatmulKernel::Small
+            ) {
+                continue;
+            }
+            // With a bias per column, and relu, stored by the kernel.
+            let bias = filled(&[n], 5);
+            let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
+            let (ga, gb) = (rec.on_device(&a).expect("a"), rec.on_device(&b).expect("b"));
+            let gbias = rec.on_device(&bias).expect("bias");
+            let epilogue = Epilogue {
+                bias: &gbias,
+                relu: true,
+            };
+            let got =
+                matmul(&mut rec, Some(plan), &ga, &gb, &shape, Some(epilogue)).expect("matmul");
+            rec.submit().expect("submit");
+            let got = got.to_host().expect("download");
+            let got = got.layout_gather(match got.storage.as_ref() {
+                crate::backend::Storage::F32(d) => d,
+                _ => unreachable!("f32"),
+            });
+            let bias = match bias.storage.as_ref() {
+                crate::backend::Storage::F32(d) => d.clone(),
+                _ => unreachable!("f32"),
+            };
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let y = (w + bias[i % n]).max(0.0);
+                assert!(
+                    (g - y).abs() <= 1e-4 + 1e-4 * y.abs(),
+                    "{plan:?} {m}x{k}x{n} batch {batch} + bias, relu: element {i} is {g}, want {y}"
+                );
+            }
         }
     }
 }
@@ -372,7 +408,7 @@ fn every_matmul_version_matches_the_cpu() {
 /// geometries with edges that cut through tiles.
 #[test]
 fn every_conv_plan_matches_the_cpu() {
-    use super::kernels::gemm::{conv, GemmMode, GemmPlan, MatmulKernel};
+    use super::kernels::gemm::{conv, Epilogue, GemmMode, GemmPlan, MatmulKernel};
     use crate::backend::{cpu, Storage, Value};
     use crate::op::ConvGeom;
     let Some(ctx) = device() else { return };
@@ -431,14 +467,48 @@ fn every_conv_plan_matches_the_cpu() {
                     let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
                     let gp = rec.on_device(p_in).expect("p");
                     let gq = rec.on_device(q_in).expect("q");
-                    let got =
-                        conv(&mut rec, mode, (&gp, &gq), &g, &shape, Some(plan)).expect("conv");
+                    let got = conv(&mut rec, mode, (&gp, &gq), &g, &shape, Some(plan), None)
+                        .expect("conv");
                     rec.submit().expect("submit");
                     let got = dense(&got.to_host().expect("download"));
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (a - b).abs() <= 1e-4 + 1e-4 * b.abs(),
                             "{mode:?} {plan:?} {g:?}: element {i} is {a}, want {b}"
+                        );
+                    }
+                    if !matches!(mode, GemmMode::ConvForward) {
+                        continue;
+                    }
+                    // With the bias per output channel, and relu, stored
+                    // by the kernel (one split whatever the plan says).
+                    let bias = filled(&[o], 4);
+                    let relu = splits == 1;
+                    let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
+                    let gp = rec.on_device(p_in).expect("p");
+                    let gq = rec.on_device(q_in).expect("q");
+                    let gb = rec.on_device(&bias).expect("bias");
+                    let epilogue = Epilogue { bias: &gb, relu };
+                    let got = conv(
+                        &mut rec,
+                        mode,
+                        (&gp, &gq),
+                        &g,
+                        &shape,
+                        Some(plan),
+                        Some(epilogue),
+                    )
+                    .expect("conv");
+                    assert_eq!(rec.dispatches(), 1, "one split");
+                    rec.submit().expect("submit");
+                    let got = dense(&got.to_host().expect("download"));
+                    let bias = dense(&bias);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let y = b + bias[(i / (oh * ow)) % o];
+                        let y = if relu { y.max(0.0) } else { y };
+                        assert!(
+                            (a - y).abs() <= 1e-4 + 1e-4 * y.abs(),
+                            "{plan:?} {g:?} relu {relu}: element {i} is {a}, want {y}"
                         );
                     }
                 }

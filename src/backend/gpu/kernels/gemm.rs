@@ -315,8 +315,18 @@ fn engine_plan(rec: &Recorder, mode: GemmMode, m: usize, n: usize, k: usize, z: 
     }
 }
 
+/// What a GEMM applies to each output as it stores it (gemm.wgsl's
+/// EPILOGUE): the channel's bias (one value per channel, dense), then
+/// relu when `relu`.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub bias: &'a Value,
+    pub relu: bool,
+}
+
 /// Run a planned GEMM of M x N outputs `z` times into a new value of
 /// `shape`: split-K slices go to a scratch buffer that is summed after.
+/// An epilogue needs the whole sum, so it runs the GEMM in one split.
 #[allow(clippy::too_many_arguments)]
 fn launch(
     rec: &mut Recorder,
@@ -327,12 +337,19 @@ fn launch(
     z: usize,
     shape: &[usize],
     op: &'static str,
+    epilogue: Option<Epilogue<'_>>,
 ) -> Result<Value> {
     let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
     let len = numel(shape);
+    if epilogue.is_some() && !plan.kernel.full() {
+        return Err(Error::param(
+            op,
+            format!("internal: the {:?} kernel has no epilogue", plan.kernel),
+        ));
+    }
     // Slices are whole multiples of both kernels' K step (16 and 8).
     let chunk = k.div_ceil(plan.splits.max(1)).next_multiple_of(16);
-    let splits = if plan.kernel.full() {
+    let splits = if plan.kernel.full() && epilogue.is_none() {
         k.div_ceil(chunk)
     } else {
         1
@@ -340,9 +357,17 @@ fn launch(
     params.splits = splits as u32;
     params.split_k = if splits > 1 { chunk as u32 } else { k as u32 };
     params.slice_len = len as u32;
-    let pipeline = rec
-        .ctx
-        .pipeline(Shader::Gemm, plan.kernel.entry(), &mode.constant())?;
+    let [mode_constant] = mode.constant();
+    let epilogue_constant = match epilogue {
+        None => 0.0,
+        Some(Epilogue { relu: false, .. }) => 1.0,
+        Some(Epilogue { relu: true, .. }) => 2.0,
+    };
+    let pipeline = rec.ctx.pipeline(
+        Shader::Gemm,
+        plan.kernel.entry(),
+        &[mode_constant, ("EPILOGUE", epilogue_constant)],
+    )?;
     let target = rec.output(op, splits * len, DType::F32)?;
     // The full kernels declare the convolution table; matmul never reads it.
     let unused_taps = match (plan.kernel.full(), taps) {
@@ -353,12 +378,28 @@ fn launch(
         Some(t) if plan.kernel.full() => Bind::Read(t),
         _ => Bind::Skip,
     };
+    // The full kernels declare the bias; without an epilogue any buffer will do.
+    let bias = match epilogue {
+        Some(e) => Some(dense(rec, e.bias)?),
+        None => None,
+    };
+    let bias = match &bias {
+        _ if !plan.kernel.full() => Bind::Skip,
+        Some(v) => Bind::Read(v),
+        None => Bind::Read(a),
+    };
     let (rows, cols) = plan.kernel.tile();
     dispatch_tiles(
         rec,
         &pipeline,
         params,
-        &[Bind::Read(a), Bind::Read(b), Bind::Write(&target), taps],
+        &[
+            Bind::Read(a),
+            Bind::Read(b),
+            Bind::Write(&target),
+            taps,
+            bias,
+        ],
         (n.div_ceil(cols), m.div_ceil(rows), z * splits),
         op,
     )?;
@@ -381,6 +422,7 @@ pub(crate) fn matmul(
     a: &Value,
     b: &Value,
     shape: &[usize],
+    epilogue: Option<Epilogue<'_>>,
 ) -> Result<Value> {
     if numel(shape) == 0 {
         let out = rec.output("matmul", 0, DType::F32)?;
@@ -403,6 +445,7 @@ pub(crate) fn matmul(
         batch,
         shape,
         "matmul",
+        epilogue,
     )
 }
 
@@ -416,6 +459,7 @@ pub(crate) fn conv(
     g: &ConvGeom,
     shape: &[usize],
     plan: Option<GemmPlan>,
+    epilogue: Option<Epilogue<'_>>,
 ) -> Result<Value> {
     if numel(shape) == 0 {
         let out = rec.output("conv2d", 0, DType::F32)?;
@@ -486,6 +530,7 @@ pub(crate) fn conv(
         groups,
         shape,
         "conv2d",
+        epilogue,
     )
 }
 

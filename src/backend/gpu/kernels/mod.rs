@@ -28,6 +28,35 @@ pub(crate) const WORKGROUP: u32 = 256;
 /// Most axes a kernel's shape or strides may keep after merging.
 pub(crate) const MAX_RANK: usize = 8;
 
+/// A matmul or forward convolution that adds `bias` (one value per
+/// channel) to each output, and applies relu after when `relu`, as it
+/// stores it (see `Session::gemm_epilogue`).
+pub(crate) fn gemm_epilogue(
+    rec: &mut Recorder,
+    op: &Op,
+    inputs: &[Value],
+    bias: &Value,
+    relu: bool,
+    shape: &[usize],
+) -> Result<Value> {
+    let inputs = inputs
+        .iter()
+        .map(|v| rec.on_device(v))
+        .collect::<Result<Vec<_>>>()?;
+    let bias = rec.on_device(bias)?;
+    let epilogue = Some(gemm::Epilogue { bias: &bias, relu });
+    match (op, inputs.as_slice()) {
+        (Op::MatMul, [a, b]) => gemm::matmul(rec, None, a, b, shape, epilogue),
+        (Op::Conv2d(g), [x, w]) => {
+            gemm::conv(rec, GemmMode::ConvForward, (x, w), g, shape, None, epilogue)
+        }
+        _ => Err(Error::param(
+            op.name(),
+            "internal: only a matmul or a forward convolution has an epilogue",
+        )),
+    }
+}
+
 /// Run one primitive on the recorder's device. `shape`/`dtype` are the node's.
 pub(crate) fn exec(
     rec: &mut Recorder,
@@ -94,14 +123,23 @@ pub(crate) fn exec(
         Op::Shrink(r) => view(x(0), x(0).layout.shrink(r)),
         Op::Pad(p) => copy::pad(rec, x(0), p, shape)?,
         Op::Contiguous => copy::dense(rec, x(0))?,
-        Op::MatMul => gemm::matmul(rec, None, x(0), x(1), shape)?,
-        Op::Conv2d(g) => gemm::conv(rec, GemmMode::ConvForward, (x(0), x(1)), g, shape, None)?,
+        Op::MatMul => gemm::matmul(rec, None, x(0), x(1), shape, None)?,
+        Op::Conv2d(g) => gemm::conv(
+            rec,
+            GemmMode::ConvForward,
+            (x(0), x(1)),
+            g,
+            shape,
+            None,
+            None,
+        )?,
         Op::Conv2dBackwardData(g) => gemm::conv(
             rec,
             GemmMode::ConvBackwardData,
             (x(0), x(1)),
             g,
             shape,
+            None,
             None,
         )?,
         Op::Conv2dBackwardFilter(g) => gemm::conv(
@@ -110,6 +148,7 @@ pub(crate) fn exec(
             (x(0), x(1)),
             g,
             shape,
+            None,
             None,
         )?,
         Op::MaxPool2d(g) => return Ok(pool2d::max_forward(rec, g, x(0), shape)?.into()),
