@@ -879,17 +879,22 @@ fn gemm_plans_follow_the_shape_and_the_device() {
         kernel: MatmulKernel::Small,
         splits,
     };
-    assert_eq!(plan(false, mm, 4096, 4096, 4096, 1), large(1));
+    let (gpu, cpu2, cpu64) = (None, Some(2), Some(64));
+    assert_eq!(plan(gpu, mm, 4096, 4096, 4096, 1), large(1));
     // 64 large tiles would idle most of a big GPU: 256 small ones instead.
-    assert_eq!(plan(false, mm, 1024, 1024, 1024, 1), blocked(1));
+    assert_eq!(plan(gpu, mm, 1024, 1024, 1024, 1), blocked(1));
     // A batch-32 layer's product: one tile, K split into 256-long slices.
-    assert_eq!(plan(false, mm, 32, 64, 2304, 1), small(9));
-    assert_eq!(plan(false, mm, 32, 64, 100, 1), small(1));
-    assert_eq!(plan(false, mm, 64, 64, 100, 1), blocked(1));
-    assert_eq!(plan(true, mm, 512, 512, 512, 1), large(1));
-    assert_eq!(plan(true, mm, 32, 64, 2304, 1), small(1));
-    assert_eq!(plan(true, filter, 64, 288, 5408, 1), small(22));
-    assert_eq!(plan(true, mm, 64, 128, 100, 1), small(1));
+    assert_eq!(plan(gpu, mm, 32, 64, 2304, 1), small(9));
+    assert_eq!(plan(gpu, mm, 32, 64, 100, 1), small(1));
+    assert_eq!(plan(gpu, mm, 64, 64, 100, 1), blocked(1));
+    assert_eq!(plan(cpu2, mm, 512, 512, 512, 1), large(1));
+    assert_eq!(plan(cpu2, mm, 32, 64, 2304, 1), small(1));
+    // Backward-filter splits until each thread has two workgroups: six
+    // tiles keep two threads busy, not 64; one tile is split in four.
+    assert_eq!(plan(cpu2, filter, 64, 288, 5408, 1), small(1));
+    assert_eq!(plan(cpu64, filter, 64, 288, 5408, 1), small(22));
+    assert_eq!(plan(cpu2, filter, 32, 27, 28800, 1), small(4));
+    assert_eq!(plan(cpu2, mm, 64, 128, 100, 1), small(1));
     // Half of a 128-wide tile would idle: 64x64 tiles.
-    assert_eq!(plan(true, mm, 8192, 64, 64, 1), blocked(1));
+    assert_eq!(plan(cpu2, mm, 8192, 64, 64, 1), blocked(1));
 }

@@ -261,9 +261,12 @@ impl GemmPlan {
     /// faster on large tiles than on 64-tiles; 32x128 tiles 0.98-2.6x the
     /// speed of 64-tiles on the nine seed-cnn convolutions, M = 3..64, and
     /// 1.6x slower on a 8192x64x64 product), and splits only the
-    /// backward-filter reductions (K = batch * pixels).
+    /// backward-filter reductions (K = batch * pixels), and only until
+    /// every thread has two workgroups: more slices add partial sums to
+    /// write and add up, and no parallelism. `software` is the adapter's
+    /// thread count, None for a GPU.
     pub(crate) fn choose(
-        software: bool,
+        software: Option<usize>,
         mode: GemmMode,
         m: usize,
         n: usize,
@@ -275,20 +278,23 @@ impl GemmPlan {
             n.div_ceil(cols) * m.div_ceil(rows) * z
         };
         let fills = m >= 128 && n >= 128;
-        let kernel = if fills && (software || tiles(MatmulKernel::Large) >= BUSY_WORKGROUPS) {
-            MatmulKernel::Large
-        } else if m <= 32 || (software && n >= 128) {
-            MatmulKernel::Small
-        } else {
-            MatmulKernel::Blocked
+        let kernel =
+            if fills && (software.is_some() || tiles(MatmulKernel::Large) >= BUSY_WORKGROUPS) {
+                MatmulKernel::Large
+            } else if m <= 32 || (software.is_some() && n >= 128) {
+                MatmulKernel::Small
+            } else {
+                MatmulKernel::Blocked
+            };
+        let busy = match software {
+            Some(_) if mode != GemmMode::ConvBackwardFilter => 1,
+            Some(threads) => 2 * threads.max(1),
+            None => BUSY_WORKGROUPS,
         };
-        let splits = if software && mode != GemmMode::ConvBackwardFilter {
-            1
-        } else {
-            k.div_ceil(MIN_SPLIT_K)
-                .min(BUSY_WORKGROUPS.div_ceil(tiles(kernel)))
-                .max(1)
-        };
+        let splits = k
+            .div_ceil(MIN_SPLIT_K)
+            .min(busy.div_ceil(tiles(kernel)))
+            .max(1);
         GemmPlan { kernel, splits }
     }
 }
@@ -305,9 +311,22 @@ fn forced_kernel() -> Option<MatmulKernel> {
     })
 }
 
+/// Threads a software adapter runs workgroups on (llvmpipe: one per CPU
+/// unless `LP_NUM_THREADS` says otherwise).
+fn software_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::env::var("LP_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&t: &usize| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
 /// The engine's plan on this recorder's device.
 fn engine_plan(rec: &Recorder, mode: GemmMode, m: usize, n: usize, k: usize, z: usize) -> GemmPlan {
-    let software = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
+    let software = (rec.ctx.info.device_type == wgpu::DeviceType::Cpu).then(software_threads);
     let plan = GemmPlan::choose(software, mode, m, n, k, z);
     match forced_kernel() {
         Some(kernel) => GemmPlan { kernel, ..plan },
