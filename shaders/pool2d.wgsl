@@ -9,6 +9,13 @@
 // that covers it: no atomics, deterministic.
 //
 // `n` counts outputs for forward, inputs for backward.
+//
+// EPILOGUE (max_forward): 1 adds `bias` per channel (`channels` of them)
+// to each maximum as it is stored, 2 applies relu after: a layer's
+// `relu(max_pool(conv) + b)` (pooled before its bias and relu, see
+// ops/conv.rs) in the f32 operations of the fused pass it replaces.
+
+override EPILOGUE: u32 = 0u;
 
 const WORKGROUP: u32 = 256u;
 
@@ -24,7 +31,7 @@ struct PoolParams {
     sw: u32,
     ph: u32,
     pw: u32,
-    _pad: u32,
+    channels: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: PoolParams;
@@ -33,6 +40,8 @@ struct PoolParams {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 // Max pooling's argmax: written by max_forward, read by max_backward.
 @group(0) @binding(4) var<storage, read_write> argmax: array<i32>;
+// One value per channel (EPILOGUE > 0; any buffer otherwise).
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
 
 var<private> NAN_BITS: u32 = 0x7fc00000u;
 var<private> NEG_INF_BITS: u32 = 0xff800000u;
@@ -53,6 +62,14 @@ fn output_position(i: u32) -> vec3<u32> {
     return vec3<u32>(i / plane_out, (i % plane_out) / params.ow, i % params.ow);
 }
 
+// A maximum as stored: with the bias and relu of the EPILOGUE.
+fn epilogue(plane: u32, v: f32) -> f32 {
+    if (EPILOGUE == 0u) { return v; }
+    let y = v + bias[plane % params.channels];
+    if (EPILOGUE == 2u) { return select(0.0, y, y > 0.0); }
+    return y;
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * WORKGROUP;
@@ -71,7 +88,7 @@ fn max_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             nan = nan || is_nan(v);
         }
     }
-    out[i] = select(m, bitcast<f32>(NAN_BITS), nan);
+    out[i] = epilogue(o.x, select(m, bitcast<f32>(NAN_BITS), nan));
     argmax[i] = best;
 }
 

@@ -188,47 +188,42 @@ pub(crate) trait Session {
         op: crate::op::ReduceOp,
         axes: &[usize],
     ) -> Result<Value>;
-    /// A matmul or forward convolution (`op` over `inputs`, of `shape`)
-    /// with `bias` added to each output, and relu applied after when
-    /// `relu`: what the fused pass `relu(op(inputs) + bias)` gives, in its
-    /// f32 operations, without storing the product first. `bias` holds one
-    /// value per channel (the last axis of a matmul, axis 1 of a
-    /// convolution) in any layout. By default, the op and then that pass.
-    fn gemm_epilogue(
+    /// A matmul, forward convolution or max pooling (`op` over `inputs`,
+    /// its first output of `shape`) with `bias` added to each element of
+    /// that output, and relu applied after when `relu`: what the fused pass
+    /// `relu(output + bias)` gives, in its f32 operations, without storing
+    /// the output first. `bias` holds one value per channel (the last axis
+    /// of a matmul, axis 1 of a convolution or pooling) in any layout. By
+    /// default, the op and then that pass.
+    fn epilogue(
         &mut self,
         op: &Op,
         inputs: &[Value],
         bias: &Value,
         relu: bool,
         shape: &[usize],
-    ) -> Result<Value> {
-        let product = self
-            .exec(op, inputs, shape, DType::F32)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| crate::Error::param(op.name(), "internal: no output"))?;
+    ) -> Result<Vec<Value>> {
+        let mut outs = self.exec(op, inputs, shape, DType::F32)?;
+        let Some(first) = outs.first().cloned() else {
+            return Err(crate::Error::param(op.name(), "internal: no output"));
+        };
         let mut channel = vec![1; shape.len()];
-        let axis = if matches!(op, Op::Conv2d(_)) {
-            1
-        } else {
+        let axis = if matches!(op, Op::MatMul) {
             shape.len() - 1
+        } else {
+            1
         };
         channel[axis] = shape[axis];
+        let layout = bias.layout.reshape(&channel).ok_or_else(|| {
+            crate::Error::param(op.name(), "internal: the bias is not one value per channel")
+        })?;
         let bias = Value {
             storage: bias.storage.clone(),
-            layout: bias
-                .layout
-                .reshape(&channel)
-                .ok_or_else(|| {
-                    crate::Error::param(
-                        op.name(),
-                        "internal: the bias is not one value per channel",
-                    )
-                })?
-                .expand(shape),
+            layout: layout.expand(shape),
         };
         let program = crate::schedule::fusion::bias_program(relu);
-        self.fused(&program, &[product, bias], shape)
+        outs[0] = self.fused(&program, &[first, bias], shape)?;
+        Ok(outs)
     }
     /// A host value placed on this device.
     fn adopt(&mut self, host: Value) -> Result<Value>;

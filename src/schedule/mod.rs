@@ -249,16 +249,13 @@ enum Step {
     },
     /// Output `i` of its multi-output input.
     Project(usize),
-    /// The value of an earlier node that computes the same thing (its one input here).
-    Same,
-    /// A fused pass `relu(gemm + bias)` or `gemm + bias` run by `gemm`
-    /// itself as it stores its outputs (`Session::gemm_epilogue`); `gemm`
-    /// is inlined.
-    Epilogue {
-        gemm: Tensor,
-        bias: Tensor,
-        relu: bool,
-    },
+    /// The value of another node: an earlier one that computes the same
+    /// thing, or the output whose epilogue this fused pass became.
+    Same(Tensor),
+    /// Its own kernel, which adds `bias` (one value per channel) to its
+    /// first output and applies relu when `relu` as it stores it
+    /// (`Session::epilogue`): the fused pass that did so takes that output.
+    Epilogue { bias: Tensor, relu: bool },
     /// Its input, moved to this node's device.
     Transfer,
 }
@@ -431,7 +428,7 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
                 .get(&t.id())
                 .is_some_and(|c| !inlined.contains(&c.id())) =>
             {
-                Step::Same
+                Step::Same(same[&t.id()].clone())
             }
             Op::Output(i) => Step::Project(*i),
             Op::ToDevice => Step::Transfer,
@@ -446,16 +443,16 @@ pub(crate) fn realize(outputs: &[Tensor]) -> Result<()> {
             _ => Step::Kernel,
         })
         .collect();
-    let steps = gemm_epilogues(&order, steps, &users, &keep);
+    let (order, steps) = epilogues(order, steps, &users, &keep);
     let step_inputs = |t: &Tensor, step: &Step| -> Vec<Tensor> {
         match step {
             Step::Fused { leaves, .. } | Step::FusedReduce { leaves, .. } => leaves.clone(),
-            Step::Epilogue { gemm, bias, .. } => {
-                let mut ins = gemm.inputs().to_vec();
+            Step::Epilogue { bias, .. } => {
+                let mut ins = t.inputs().to_vec();
                 ins.push(bias.clone());
                 ins
             }
-            Step::Same => vec![same[&t.id()].clone()],
+            Step::Same(of) => vec![of.clone()],
             _ => t.inputs().to_vec(),
         }
     };
@@ -608,20 +605,26 @@ fn broadcast(v: Value, shape: &[usize]) -> Result<Value> {
     })
 }
 
-/// Fused passes that add a bias along a GEMM's channel axis, and maybe
-/// apply relu, to the output of a matmul or forward convolution that
-/// nothing else uses: the GEMM applies them as it stores
-/// (`Step::Epilogue`), so its product is never stored on its own. A
-/// layer's `relu(x @ w + b)` is one kernel; training needs only the
-/// output (relu's gradient masks by it, a bias's gradient and the
-/// product's are the upstream gradient itself).
-fn gemm_epilogues(
-    order: &[Tensor],
+/// Fused passes that add a bias along the channel axis of a matmul's,
+/// forward convolution's or max pooling's output, and maybe apply relu,
+/// where nothing else uses that output: the kernel applies them as it
+/// stores (`Step::Epilogue`) and the pass takes its output (`Step::Same`),
+/// so the bare product is never stored. A layer's `relu(x @ w + b)` is one
+/// kernel; training needs nothing of the bare product (relu's gradient
+/// masks by the output, a bias's and the product's are the upstream
+/// gradient itself). The bias is computed before the kernel: where it
+/// comes later in `order` but reads only realized values (a parameter's
+/// view), it moves to just before the kernel.
+fn epilogues(
+    mut order: Vec<Tensor>,
     mut steps: Vec<Step>,
     users: &HashMap<u64, Vec<bool>>,
     keep: &HashSet<u64>,
-) -> Vec<Step> {
-    let index: HashMap<u64, usize> = order.iter().enumerate().map(|(k, t)| (t.id(), k)).collect();
+) -> (Vec<Tensor>, Vec<Step>) {
+    let positions = |order: &[Tensor]| -> HashMap<u64, usize> {
+        order.iter().enumerate().map(|(k, t)| (t.id(), k)).collect()
+    };
+    let mut index = positions(&order);
     for e in 0..order.len() {
         let Step::Fused { program, leaves } = &steps[e] else {
             continue;
@@ -629,8 +632,8 @@ fn gemm_epilogues(
         let Some(relu) = fusion::bias_epilogue(program) else {
             continue;
         };
-        let shape = order[e].shape();
-        // One value per channel: the last axis of a matmul, axis 1 of a convolution.
+        let shape = order[e].shape().to_vec();
+        // One value per channel: the last axis of a matmul, axis 1 otherwise.
         let per_channel = |bias: &Tensor, axis: usize| {
             bias.shape().len() == shape.len()
                 && bias
@@ -639,35 +642,69 @@ fn gemm_epilogues(
                     .enumerate()
                     .all(|(d, &n)| n == if d == axis { shape[d] } else { 1 })
         };
-        let fits = |g: &Tensor, bias: &Tensor| {
-            let Some(&k) = index.get(&g.id()) else {
-                return false;
-            };
-            let axis = match g.op() {
-                Op::MatMul if shape.len() >= 2 => shape.len() - 1,
-                Op::Conv2d(_) => 1,
-                _ => return false,
-            };
-            matches!(steps[k], Step::Kernel)
-                && users.get(&g.id()).is_some_and(|u| u.len() == 1)
-                && !keep.contains(&g.id())
-                && g.shape() == shape
-                && g.dtype() == DType::F32
-                && bias.dtype() == DType::F32
-                && g.device() == bias.device()
-                // An empty reduction leaves the output to the bias alone.
-                && g.inputs().iter().all(|i| i.numel() > 0)
-                && per_channel(bias, axis)
+        let only_user = |t: &Tensor| {
+            users.get(&t.id()).is_some_and(|u| u.len() == 1) && !keep.contains(&t.id())
         };
-        let (gemm, bias) = match leaves.as_slice() {
-            [a, b] if fits(a, b) => (a.clone(), b.clone()),
-            [a, b] if fits(b, a) => (b.clone(), a.clone()),
-            _ => continue,
+        // The kernel computing a leaf, when the leaf is an output that can
+        // take the epilogue: (kernel, channel axis).
+        let producer = |leaf: &Tensor| -> Option<(Tensor, usize)> {
+            let &k = index.get(&leaf.id())?;
+            if !only_user(leaf) || leaf.shape() != shape || leaf.dtype() != DType::F32 {
+                return None;
+            }
+            let (kernel, axis) = match (&steps[k], leaf.op()) {
+                (Step::Kernel, Op::MatMul) if shape.len() >= 2 => (leaf.clone(), shape.len() - 1),
+                (Step::Kernel, Op::Conv2d(_)) => (leaf.clone(), 1),
+                (Step::Project(0), Op::Output(0))
+                    if matches!(leaf.inputs()[0].op(), Op::MaxPool2d(_)) =>
+                {
+                    (leaf.inputs()[0].clone(), 1)
+                }
+                _ => return None,
+            };
+            let &p = index.get(&kernel.id())?;
+            // An empty reduction or window leaves the output to the bias
+            // alone; a node that takes the kernel's value as its own (the
+            // same product elsewhere) must not see the epilogue.
+            let fits = matches!(steps[p], Step::Kernel)
+                && kernel.inputs().iter().all(|i| i.numel() > 0)
+                && !steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Same(of) if of.id() == kernel.id()));
+            fits.then_some((kernel, axis))
         };
-        steps[index[&gemm.id()]] = Step::Inlined;
-        steps[e] = Step::Epilogue { gemm, bias, relu };
+        let pick = |a: &Tensor, b: &Tensor| {
+            let (kernel, axis) = producer(a)?;
+            (per_channel(b, axis) && b.dtype() == DType::F32 && b.device() == a.device())
+                .then(|| (a.clone(), kernel, b.clone()))
+        };
+        let Some((output, kernel, bias)) = (match leaves.as_slice() {
+            [a, b] => pick(a, b).or_else(|| pick(b, a)),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let pass = order[e].id();
+        let at = index[&kernel.id()];
+        match index.get(&bias.id()) {
+            Some(&b) if b > at => {
+                // Computed later: movable only if it reads nothing scheduled.
+                if bias.inputs().iter().any(|i| index.contains_key(&i.id())) {
+                    continue;
+                }
+                let t = order.remove(b);
+                let s = steps.remove(b);
+                order.insert(at, t);
+                steps.insert(at, s);
+                index = positions(&order);
+            }
+            _ => {}
+        }
+        let (e, k) = (index[&pass], index[&kernel.id()]);
+        steps[k] = Step::Epilogue { bias, relu };
+        steps[e] = Step::Same(output);
     }
-    steps
+    (order, steps)
 }
 
 /// Run every step; returns the values to cache on their nodes.
@@ -707,7 +744,7 @@ fn run_steps(
         let outs: Vec<Value> = match step {
             Step::Inlined => unreachable!("skipped above"),
             Step::Project(k) => vec![input(&ins[0], *k)?],
-            Step::Same => vec![input(&ins[0], 0)?],
+            Step::Same(_) => vec![input(&ins[0], 0)?],
             Step::Transfer => {
                 let src = input(&ins[0], 0)?;
                 // The source's device must have run what produced it.
@@ -741,7 +778,7 @@ fn run_steps(
                 stats.record_ns += recording.elapsed().as_nanos() as u64;
                 vec![out]
             }
-            Step::Epilogue { gemm, relu, .. } => {
+            Step::Epilogue { relu, .. } => {
                 let inputs = ins
                     .iter()
                     .map(|i| input(i, 0))
@@ -751,9 +788,9 @@ fn run_steps(
                 })?;
                 let session = sessions.get(*t.device())?;
                 let recording = std::time::Instant::now();
-                let out = session.gemm_epilogue(gemm.op(), operands, bias, *relu, t.shape())?;
+                let outs = session.epilogue(t.op(), operands, bias, *relu, t.shape())?;
                 stats.record_ns += recording.elapsed().as_nanos() as u64;
-                vec![out]
+                outs
             }
             Step::Kernel => {
                 let inputs = ins
@@ -797,9 +834,9 @@ fn run_steps(
                     )
                 }
                 Step::FusedReduce { .. } => format!("fused {}", profile::key(t.op())),
-                Step::Epilogue { gemm, relu, .. } => format!(
+                Step::Epilogue { relu, .. } => format!(
                     "{} + bias{}",
-                    profile::key(gemm.op()),
+                    profile::key(t.op()),
                     if *relu { " + relu" } else { "" }
                 ),
                 _ => profile::key(t.op()),

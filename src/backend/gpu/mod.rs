@@ -74,15 +74,15 @@ impl Session for Recorder {
         kernels::reduce::fused_reduce(self, program, leaves, op, axes, shape)
     }
 
-    fn gemm_epilogue(
+    fn epilogue(
         &mut self,
         op: &Op,
         inputs: &[Value],
         bias: &Value,
         relu: bool,
         shape: &[usize],
-    ) -> Result<Value> {
-        kernels::gemm_epilogue(self, op, inputs, bias, relu, shape)
+    ) -> Result<Vec<Value>> {
+        kernels::epilogue(self, op, inputs, bias, relu, shape)
     }
 
     fn adopt(&mut self, host: Value) -> Result<Value> {

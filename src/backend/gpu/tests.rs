@@ -22,7 +22,8 @@ fn validate(name: &str, src: &str) {
 }
 
 /// The values our launchers give each override constant (gemm.wgsl's
-/// `MODE` per `GemmMode`, reduce.wgsl's `OP` and `INT_INPUT`). A shader
+/// `MODE` per `GemmMode`, gemm.wgsl's and pool2d.wgsl's `EPILOGUE`,
+/// reduce.wgsl's `OP` and `INT_INPUT`). A shader
 /// that declares an override missing here fails the translation test, so
 /// a new one cannot go untranslated.
 const OVERRIDE_VALUES: [(&str, &[f64]); 4] = [
@@ -322,7 +323,8 @@ fn filled(shape: &[usize], seed: u32) -> crate::backend::Value {
 /// backend, on odd and batched strided shapes.
 #[test]
 fn every_matmul_version_matches_the_cpu() {
-    use super::kernels::gemm::{matmul, Epilogue, GemmPlan, MatmulKernel};
+    use super::kernels::gemm::{matmul, GemmPlan, MatmulKernel};
+    use super::kernels::Epilogue;
     use crate::backend::cpu;
     let Some(ctx) = device() else { return };
     for (m, k, n, batch) in [
@@ -408,7 +410,8 @@ fn every_matmul_version_matches_the_cpu() {
 /// geometries with edges that cut through tiles.
 #[test]
 fn every_conv_plan_matches_the_cpu() {
-    use super::kernels::gemm::{conv, Epilogue, GemmMode, GemmPlan, MatmulKernel};
+    use super::kernels::gemm::{conv, GemmMode, GemmPlan, MatmulKernel};
+    use super::kernels::Epilogue;
     use crate::backend::{cpu, Storage, Value};
     use crate::op::ConvGeom;
     let Some(ctx) = device() else { return };

@@ -4,7 +4,7 @@
 
 use super::copy::dense;
 use super::reduce::reduce;
-use super::with_shape;
+use super::{with_shape, Epilogue};
 use crate::backend::gpu::lock;
 use crate::backend::gpu::pipeline::{kernel_params, Pipeline, Shader};
 use crate::backend::gpu::recorder::{Bind, Recorder, MAX_GROUPS};
@@ -334,15 +334,6 @@ fn engine_plan(rec: &Recorder, mode: GemmMode, m: usize, n: usize, k: usize, z: 
     }
 }
 
-/// What a GEMM applies to each output as it stores it (gemm.wgsl's
-/// EPILOGUE): the channel's bias (one value per channel, dense), then
-/// relu when `relu`.
-#[derive(Clone, Copy)]
-pub(crate) struct Epilogue<'a> {
-    pub bias: &'a Value,
-    pub relu: bool,
-}
-
 /// Run a planned GEMM of M x N outputs `z` times into a new value of
 /// `shape`: split-K slices go to a scratch buffer that is summed after.
 /// An epilogue needs the whole sum, so it runs the GEMM in one split.
@@ -377,15 +368,10 @@ fn launch(
     params.split_k = if splits > 1 { chunk as u32 } else { k as u32 };
     params.slice_len = len as u32;
     let [mode_constant] = mode.constant();
-    let epilogue_constant = match epilogue {
-        None => 0.0,
-        Some(Epilogue { relu: false, .. }) => 1.0,
-        Some(Epilogue { relu: true, .. }) => 2.0,
-    };
     let pipeline = rec.ctx.pipeline(
         Shader::Gemm,
         plan.kernel.entry(),
-        &[mode_constant, ("EPILOGUE", epilogue_constant)],
+        &[mode_constant, ("EPILOGUE", Epilogue::constant(epilogue))],
     )?;
     let target = rec.output(op, splits * len, DType::F32)?;
     // The full kernels declare the convolution table; matmul never reads it.

@@ -28,33 +28,62 @@ pub(crate) const WORKGROUP: u32 = 256;
 /// Most axes a kernel's shape or strides may keep after merging.
 pub(crate) const MAX_RANK: usize = 8;
 
-/// A matmul or forward convolution that adds `bias` (one value per
-/// channel) to each output, and applies relu after when `relu`, as it
-/// stores it (see `Session::gemm_epilogue`).
-pub(crate) fn gemm_epilogue(
+/// What a kernel applies to each output as it stores it (gemm.wgsl's and
+/// pool2d.wgsl's EPILOGUE): the channel's bias (one value per channel),
+/// then relu when `relu`.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub bias: &'a Value,
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// The EPILOGUE override's value.
+    pub(crate) fn constant(e: Option<Epilogue<'_>>) -> f64 {
+        match e {
+            None => 0.0,
+            Some(Epilogue { relu: false, .. }) => 1.0,
+            Some(Epilogue { relu: true, .. }) => 2.0,
+        }
+    }
+}
+
+/// A matmul, forward convolution or max pooling that adds `bias` (one
+/// value per channel) to each output, and applies relu after when
+/// `relu`, as it stores it (see `Session::epilogue`).
+pub(crate) fn epilogue(
     rec: &mut Recorder,
     op: &Op,
     inputs: &[Value],
     bias: &Value,
     relu: bool,
     shape: &[usize],
-) -> Result<Value> {
+) -> Result<Vec<Value>> {
     let inputs = inputs
         .iter()
         .map(|v| rec.on_device(v))
         .collect::<Result<Vec<_>>>()?;
     let bias = rec.on_device(bias)?;
-    let epilogue = Some(gemm::Epilogue { bias: &bias, relu });
-    match (op, inputs.as_slice()) {
-        (Op::MatMul, [a, b]) => gemm::matmul(rec, None, a, b, shape, epilogue),
-        (Op::Conv2d(g), [x, w]) => {
-            gemm::conv(rec, GemmMode::ConvForward, (x, w), g, shape, None, epilogue)
+    let epilogue = Some(Epilogue { bias: &bias, relu });
+    Ok(match (op, inputs.as_slice()) {
+        (Op::MatMul, [a, b]) => vec![gemm::matmul(rec, None, a, b, shape, epilogue)?],
+        (Op::Conv2d(g), [x, w]) => vec![gemm::conv(
+            rec,
+            GemmMode::ConvForward,
+            (x, w),
+            g,
+            shape,
+            None,
+            epilogue,
+        )?],
+        (Op::MaxPool2d(g), [x]) => pool2d::max_forward(rec, g, x, shape, epilogue)?.into(),
+        _ => {
+            return Err(Error::param(
+                op.name(),
+                "internal: only a matmul, a forward convolution or a max pooling has an epilogue",
+            ))
         }
-        _ => Err(Error::param(
-            op.name(),
-            "internal: only a matmul or a forward convolution has an epilogue",
-        )),
-    }
+    })
 }
 
 /// Run one primitive on the recorder's device. `shape`/`dtype` are the node's.
@@ -151,7 +180,7 @@ pub(crate) fn exec(
             None,
             None,
         )?,
-        Op::MaxPool2d(g) => return Ok(pool2d::max_forward(rec, g, x(0), shape)?.into()),
+        Op::MaxPool2d(g) => return Ok(pool2d::max_forward(rec, g, x(0), shape, None)?.into()),
         Op::Attention(s) => return attention::forward(rec, s, &inputs),
         Op::AttentionBackward(s) => return attention::backward(rec, s, &inputs),
         Op::AdamUpdate(s) => return optim::adam(rec, s, &inputs, shape),

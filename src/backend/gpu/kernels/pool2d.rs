@@ -1,7 +1,7 @@
 //! pool2d.wgsl: max and average pooling and their backward passes.
 
 use super::copy::dense;
-use super::{with_shape, WORKGROUP};
+use super::{with_shape, Epilogue, WORKGROUP};
 use crate::backend::gpu::pipeline::{kernel_params, Shader};
 use crate::backend::gpu::recorder::{grid, Bind, Recorder};
 use crate::backend::Value;
@@ -21,7 +21,7 @@ kernel_params!(PoolParams {
     sw: u32,
     ph: u32,
     pw: u32,
-    _pad: u32,
+    channels: u32,
 });
 
 fn params(n: usize, hw: (usize, usize), ohw: (usize, usize), g: &PoolGeom) -> PoolParams {
@@ -37,16 +37,18 @@ fn params(n: usize, hw: (usize, usize), ohw: (usize, usize), g: &PoolGeom) -> Po
         sw: g.stride.1 as u32,
         ph: g.padding.0 as u32,
         pw: g.padding.1 as u32,
-        _pad: 0,
+        channels: 0,
     }
 }
 
-/// Max pooling: [maxima, argmax] of `x` `[n, c, h, w]` over `shape`.
+/// Max pooling: [maxima, argmax] of `x` `[n, c, h, w]` over `shape`,
+/// the maxima with the epilogue's bias (per channel) and relu.
 pub(crate) fn max_forward(
     rec: &mut Recorder,
     g: &PoolGeom,
     x: &Value,
     shape: &[usize],
+    epilogue: Option<Epilogue<'_>>,
 ) -> Result<[Value; 2]> {
     let n = numel(shape);
     let out = rec.output("max_pool2d", n, DType::F32)?;
@@ -54,8 +56,18 @@ pub(crate) fn max_forward(
     if n > 0 {
         let x = dense(rec, x)?;
         let s = &x.layout.shape;
-        let p = params(n, (s[2], s[3]), (shape[2], shape[3]), g);
-        let pipeline = rec.ctx.pipeline(Shader::Pool2d, "max_forward", &[])?;
+        let mut p = params(n, (s[2], s[3]), (shape[2], shape[3]), g);
+        p.channels = shape[1] as u32;
+        let pipeline = rec.ctx.pipeline(
+            Shader::Pool2d,
+            "max_forward",
+            &[("EPILOGUE", Epilogue::constant(epilogue))],
+        )?;
+        // Without an epilogue any buffer will do for the bias.
+        let bias = match epilogue {
+            Some(e) => dense(rec, e.bias)?,
+            None => x.clone(),
+        };
         rec.dispatch(
             &pipeline,
             &p,
@@ -64,6 +76,7 @@ pub(crate) fn max_forward(
                 Bind::Skip,
                 Bind::Write(&out),
                 Bind::Write(&argmax),
+                Bind::Read(&bias),
             ],
             grid(n, WORKGROUP),
         )?;
