@@ -38,7 +38,7 @@ impl Program {
 }
 
 /// `leaves[0] + leaves[1]`, then relu when `relu`: a layer's bias and
-/// activation, which a GEMM can apply as it stores (`Session::gemm_epilogue`).
+/// activation, which a kernel can apply as it stores (`Session::epilogue`).
 pub(crate) fn bias_program(relu: bool) -> Program {
     let mut program = Program::single(Op::Binary(BinaryOp::Add), 2);
     if relu {
