@@ -173,20 +173,35 @@ fn x_at(base: i32, y: i32, x: i32) -> f32 {
 fn a_at(z: u32, m: u32, k: u32) -> f32 { return a[params.a_off + z * params.a_batch + m * params.a_row + k * params.a_col]; }
 fn b_at(z: u32, k: u32, n: u32) -> f32 { return b[params.b_off + z * params.b_batch + k * params.b_row + n * params.b_col]; }
 
+// The convolution table's entry for reduction index k (none for a matmul).
+fn tap(k: u32) -> vec4<i32> {
+    if (MODE == 0u) { return vec4<i32>(0); }
+    return taps[k];
+}
+
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
-    switch MODE {
-        case 0u: { return a_at(z, m, k); }
-        case 1u: { return a[(z * og() + m) * (cg() * kk()) + k]; }
-        case 2u: { return a[u32(taps[k].x) + (z * og() * cg() + m) * kk()]; }
-        default: { return a[u32(taps[k].x) + (z * og() + m) * u32(oh() * ow())]; }
-    }
+    return load_a_at(z, m, k, tap(k));
 }
 
 fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
+    return load_b_at(z, k, n, col, tap(k));
+}
+
+// load_a and load_b given k's table entry `t`: a kernel that reads several
+// rows or columns at one k looks it up once.
+fn load_a_at(z: u32, m: u32, k: u32, t: vec4<i32>) -> f32 {
+    switch MODE {
+        case 0u: { return a_at(z, m, k); }
+        case 1u: { return a[(z * og() + m) * (cg() * kk()) + k]; }
+        case 2u: { return a[u32(t.x) + (z * og() * cg() + m) * kk()]; }
+        default: { return a[u32(t.x) + (z * og() + m) * u32(oh() * ow())]; }
+    }
+}
+
+fn load_b_at(z: u32, k: u32, n: u32, col: vec3<i32>, t: vec4<i32>) -> f32 {
     switch MODE {
         case 0u: { return b_at(z, k, n); }
         case 1u: {
-            let t = taps[k];
             // The offset t.x folds in channel and tap; bounds need the row/column alone.
             let y = col.y + t.y;
             let x = col.z + t.z;
@@ -195,7 +210,6 @@ fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
         }
         case 2u: {
             // dy at the output position tap (ky, kx) maps onto input pixel n.
-            let t = taps[k];
             var sy = col.y - t.z;
             var sx = col.z - t.w;
             if (sy < 0 || sx < 0) { return 0.0; }
@@ -210,7 +224,6 @@ fn load_b(z: u32, k: u32, n: u32, col: vec3<i32>) -> f32 {
             return b[col.x + t.y + sy * ow() + sx];
         }
         default: {
-            let t = taps[k];
             return x_at(t.y + col.x, t.z + col.y, t.w + col.z);
         }
     }

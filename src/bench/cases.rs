@@ -118,18 +118,28 @@ pub(super) fn cases(opts: &Options) -> Vec<Case> {
         k,
         n,
     };
-    for &n in &sizes {
-        out.push(mm("square", None, 1, n, n, n));
-        if gpu {
-            for v in [
+    // Every matmul version this device runs, to compare with the engine's choice.
+    let variants: Vec<MatmulKernel> = match opts.device {
+        Device::Gpu(id) => match crate::backend::gpu::device::context(id) {
+            Ok(ctx) => [
                 MatmulKernel::Naive,
                 MatmulKernel::Tiled,
                 MatmulKernel::Blocked,
                 MatmulKernel::Large,
                 MatmulKernel::Small,
-            ] {
-                out.push(mm("square", Some(v), 1, n, n, n));
-            }
+                MatmulKernel::Subgroup,
+            ]
+            .into_iter()
+            .filter(|v| v.runs_on(&ctx))
+            .collect(),
+            Err(_) => Vec::new(),
+        },
+        Device::Cpu => Vec::new(),
+    };
+    for &n in &sizes {
+        out.push(mm("square", None, 1, n, n, n));
+        for &v in &variants {
+            out.push(mm("square", Some(v), 1, n, n, n));
         }
     }
     // Tall-skinny (an im2col-shaped GEMM), a batch-32 layer, and a batch of

@@ -314,6 +314,16 @@ pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
 }
 
 impl Context {
+    /// Whether gemm_subgroup.wgsl runs here: the device has subgroups, each
+    /// of at least the 8 invocations its chunk of K is spread over, and at
+    /// most its workgroup's 64 (sizes are powers of two, so 64 is a
+    /// multiple: no subgroup is cut short).
+    pub(crate) fn subgroup_gemm(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size >= 8
+            && (1..=64).contains(&self.info.subgroup_max_size)
+    }
+
     /// Fail early once the device is gone, instead of queueing into the void.
     pub(crate) fn check_alive(&self) -> Result<()> {
         // wgpu runs the device-lost callback when the device is polled; a
@@ -414,6 +424,14 @@ fn adapters_report(list: &[wgpu::Adapter]) -> String {
         let l = a.limits();
         let f = a.features();
         let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+        let subgroups = if f.contains(wgpu::Features::SUBGROUP) {
+            format!(
+                "yes ({}..{} invocations)",
+                info.subgroup_min_size, info.subgroup_max_size
+            )
+        } else {
+            "no".to_string()
+        };
         s += &format!(
             "gpu:{i}{}: {}\n  backend {:?}, type {:?}, driver {} {}\n  max buffer {} MiB, storage binding {} MiB, {} storage buffers/stage, workgroup memory {} KiB, {} invocations/workgroup\n  f16 {}, subgroups {}, timestamps {}\n",
             if Some(i) == auto { " (auto)" } else { "" },
@@ -428,7 +446,7 @@ fn adapters_report(list: &[wgpu::Adapter]) -> String {
             l.max_compute_workgroup_storage_size >> 10,
             l.max_compute_invocations_per_workgroup,
             has(wgpu::Features::SHADER_F16),
-            has(wgpu::Features::SUBGROUP),
+            subgroups,
             has(wgpu::Features::TIMESTAMP_QUERY),
         );
     }

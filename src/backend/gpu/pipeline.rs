@@ -20,6 +20,8 @@ pub(crate) enum Shader {
     Fill,
     Reduce,
     Gemm,
+    /// gemm_subgroup.wgsl, compiled appended to gemm.wgsl.
+    GemmSubgroup,
     Pool2d,
     Index,
     Optim,
@@ -52,11 +54,12 @@ impl Shader {
     }
 
     #[cfg(test)]
-    pub(crate) const ALL: [Shader; 10] = [
+    pub(crate) const ALL: [Shader; 11] = [
         Shader::Copy,
         Shader::Fill,
         Shader::Reduce,
         Shader::Gemm,
+        Shader::GemmSubgroup,
         Shader::Pool2d,
         Shader::Index,
         Shader::Optim,
@@ -71,6 +74,7 @@ impl Shader {
             Shader::Fill => "fill.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Gemm => "gemm.wgsl",
+            Shader::GemmSubgroup => "gemm_subgroup.wgsl",
             Shader::Pool2d => "pool2d.wgsl",
             Shader::Index => "index.wgsl",
             Shader::Optim => "optim.wgsl",
@@ -80,12 +84,28 @@ impl Shader {
         }
     }
 
+    /// What naga must allow beyond core WGSL to validate `source`.
+    #[cfg(test)]
+    pub(crate) fn capabilities(self) -> wgpu::naga::valid::Capabilities {
+        use wgpu::naga::valid::Capabilities;
+        match self {
+            Shader::GemmSubgroup => Capabilities::SUBGROUP,
+            _ => Capabilities::empty(),
+        }
+    }
+
     pub(crate) fn source(self) -> &'static str {
         match self {
             Shader::Copy => include_str!("../../../shaders/copy.wgsl"),
             Shader::Fill => include_str!("../../../shaders/fill.wgsl"),
             Shader::Reduce => include_str!("../../../shaders/reduce.wgsl"),
             Shader::Gemm => include_str!("../../../shaders/gemm.wgsl"),
+            // It extends gemm.wgsl (its readers and bindings); a file of
+            // its own because only devices with subgroups can compile it.
+            Shader::GemmSubgroup => concat!(
+                include_str!("../../../shaders/gemm.wgsl"),
+                include_str!("../../../shaders/gemm_subgroup.wgsl")
+            ),
             Shader::Pool2d => include_str!("../../../shaders/pool2d.wgsl"),
             Shader::Index => include_str!("../../../shaders/index.wgsl"),
             Shader::Optim => include_str!("../../../shaders/optim.wgsl"),
@@ -225,7 +245,7 @@ impl Context {
         // Debug builds (the tests) run naga's validator on every emitted
         // kernel themselves, so an emitter bug names the source.
         #[cfg(debug_assertions)]
-        validate_wgsl("fused elementwise", &source)?;
+        validate_wgsl("fused elementwise", &source, Default::default())?;
         self.build(key.clone(), key, "fused elementwise", &source, "main", &[])
     }
 
@@ -298,7 +318,11 @@ impl Context {
 
 /// Parse and validate WGSL with naga, as wgpu does before compiling it.
 #[cfg(any(debug_assertions, test))]
-pub(crate) fn validate_wgsl(name: &str, source: &str) -> Result<wgpu::naga::Module> {
+pub(crate) fn validate_wgsl(
+    name: &str,
+    source: &str,
+    capabilities: wgpu::naga::valid::Capabilities,
+) -> Result<wgpu::naga::Module> {
     use wgpu::naga;
     let module = naga::front::wgsl::parse_str(source).map_err(|e| {
         Error::Device(format!(
@@ -306,17 +330,14 @@ pub(crate) fn validate_wgsl(name: &str, source: &str) -> Result<wgpu::naga::Modu
             e.emit_to_string(source)
         ))
     })?;
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .map_err(|e| {
-        Error::Device(format!(
-            "kernel {name} does not validate:\n{}",
-            e.emit_to_string(source)
-        ))
-    })?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+        .validate(&module)
+        .map_err(|e| {
+            Error::Device(format!(
+                "kernel {name} does not validate:\n{}",
+                e.emit_to_string(source)
+            ))
+        })?;
     Ok(module)
 }
 

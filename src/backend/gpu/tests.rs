@@ -15,7 +15,13 @@ use crate::DType;
 
 #[track_caller]
 fn validate(name: &str, src: &str) {
-    if let Err(e) = validate_wgsl(name, src) {
+    validate_with(name, src, Default::default());
+}
+
+/// Validate with the capabilities the source may use (subgroups), and no more.
+#[track_caller]
+fn validate_with(name: &str, src: &str, capabilities: naga::valid::Capabilities) {
+    if let Err(e) = validate_wgsl(name, src, capabilities) {
         panic!("{e}");
     }
     translate(name, src);
@@ -151,7 +157,7 @@ fn every_shader_file_validates_with_naga() {
     listed.sort();
     assert_eq!(on_disk, listed, "shaders/ and Shader::ALL differ");
     for s in Shader::ALL {
-        validate(s.file(), s.source());
+        validate_with(s.file(), s.source(), s.capabilities());
     }
 }
 
@@ -327,12 +333,27 @@ fn every_matmul_version_matches_the_cpu() {
     use super::kernels::Epilogue;
     use crate::backend::cpu;
     let Some(ctx) = device() else { return };
+    // The software Vulkan adapter of CI has subgroups (of 8): the subgroup
+    // kernel must be among the versions checked there.
+    if ctx.info.backend == wgpu::Backend::Vulkan
+        && ctx.device.features().contains(wgpu::Features::SUBGROUP)
+    {
+        assert!(
+            MatmulKernel::Subgroup.runs_on(&ctx),
+            "{ctx:?}: subgroups {}..{}",
+            ctx.info.subgroup_min_size,
+            ctx.info.subgroup_max_size
+        );
+    }
     for (m, k, n, batch) in [
         (1, 1, 1, 1),
         (7, 33, 5, 1),
         (65, 17, 130, 2),
         (33, 257, 31, 3),
         (129, 40, 257, 1),
+        // K long enough that a kernel with several loop trips per k would
+        // meet llvmpipe's cap on loop iterations per invocation.
+        (5, 20000, 3, 1),
     ] {
         let a = filled(&[batch, m, k], 1);
         let b = filled(&[batch, k, n], 2);
@@ -343,12 +364,13 @@ fn every_matmul_version_matches_the_cpu() {
             crate::backend::Storage::F32(d) => d,
             _ => unreachable!("f32"),
         });
-        let mut plans: Vec<GemmPlan> = MatmulKernel::ALL.map(GemmPlan::single).to_vec();
-        for kernel in [
-            MatmulKernel::Blocked,
-            MatmulKernel::Large,
-            MatmulKernel::Small,
-        ] {
+        let runs = |k: &MatmulKernel| k.runs_on(&ctx);
+        let mut plans: Vec<GemmPlan> = MatmulKernel::ALL
+            .into_iter()
+            .filter(runs)
+            .map(GemmPlan::single)
+            .collect();
+        for kernel in MatmulKernel::FULL.into_iter().filter(runs) {
             plans.push(GemmPlan { kernel, splits: 3 });
         }
         for plan in plans {
@@ -367,10 +389,7 @@ fn every_matmul_version_matches_the_cpu() {
                     "{plan:?} {m}x{k}x{n} batch {batch}: element {i} is {g}, want {w}"
                 );
             }
-            if !matches!(
-                plan.kernel,
-                MatmulKernel::Blocked | MatmulKernel::Large | MatmulKernel::Small
-            ) {
+            if !MatmulKernel::FULL.contains(&plan.kernel) {
                 continue;
             }
             // With a bias per column, and relu, stored by the kernel.
@@ -460,11 +479,7 @@ fn every_conv_plan_matches_the_cpu() {
             let want =
                 cpu::exec(&op, &[p_in.clone(), q_in.clone()], &shape, DType::F32).expect("cpu");
             let want = dense(&want);
-            for kernel in [
-                MatmulKernel::Blocked,
-                MatmulKernel::Large,
-                MatmulKernel::Small,
-            ] {
+            for kernel in MatmulKernel::FULL.into_iter().filter(|k| k.runs_on(&ctx)) {
                 for splits in [1, 2] {
                     let plan = GemmPlan { kernel, splits };
                     let mut rec = super::Recorder::new(ctx.clone()).expect("recorder");
@@ -864,11 +879,14 @@ fn pass_timestamps_time_the_recorded_work() {
 /// The engine's GEMM plans: large tiles only where M and N fill them (and
 /// on a GPU still give 256 workgroups), 32x128 tiles for M <= 32 (on a
 /// software adapter also wherever N fills them), split-K where tiles are
-/// few and K is long, and on a software adapter only for backward-filter.
+/// few and K is long, and on a software adapter only for backward-filter;
+/// the subgroup kernel for a software adapter's matmuls.
 #[test]
 fn gemm_plans_follow_the_shape_and_the_device() {
     use super::kernels::gemm::{GemmMode, GemmPlan, MatmulKernel};
-    let plan = |software, mode, m, n, k, z| GemmPlan::choose(software, mode, m, n, k, z);
+    let plan = |software, mode, m, n, k, z| GemmPlan::choose(software, false, mode, m, n, k, z);
+    let with_subgroups =
+        |software, mode, m, n, k, z| GemmPlan::choose(software, true, mode, m, n, k, z);
     let (mm, filter) = (GemmMode::MatMul, GemmMode::ConvBackwardFilter);
     let large = |splits| GemmPlan {
         kernel: MatmulKernel::Large,
@@ -900,4 +918,13 @@ fn gemm_plans_follow_the_shape_and_the_device() {
     assert_eq!(plan(cpu2, mm, 64, 128, 100, 1), small(1));
     // Half of a 128-wide tile would idle: 64x64 tiles.
     assert_eq!(plan(cpu2, mm, 8192, 64, 64, 1), blocked(1));
+    // With subgroups a software adapter's matmuls take the subgroup kernel,
+    // its convolutions and a GPU's products what they took before.
+    let subgroup = GemmPlan::single(MatmulKernel::Subgroup);
+    for (m, n, k) in [(8192, 64, 64), (512, 512, 512), (32, 64, 2304)] {
+        assert_eq!(with_subgroups(cpu2, mm, m, n, k, 1), subgroup);
+    }
+    assert_eq!(with_subgroups(cpu2, filter, 32, 27, 28800, 1), small(4));
+    assert_eq!(with_subgroups(gpu, mm, 4096, 4096, 4096, 1), large(1));
+    assert_eq!(with_subgroups(gpu, mm, 32, 64, 2304, 1), small(9));
 }

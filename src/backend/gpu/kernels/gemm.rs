@@ -5,6 +5,7 @@
 use super::copy::dense;
 use super::reduce::reduce;
 use super::{with_shape, Epilogue};
+use crate::backend::gpu::device::Context;
 use crate::backend::gpu::lock;
 use crate::backend::gpu::pipeline::{kernel_params, Pipeline, Shader};
 use crate::backend::gpu::recorder::{Bind, Recorder, MAX_GROUPS};
@@ -165,8 +166,9 @@ fn matmul_operands(
     Ok((a, b, params, batch))
 }
 
-/// A GEMM kernel version: the engine runs `Blocked`, `Large` or `Small` (see
-/// [`GemmPlan::choose`]); the other two stay for the benchmark to compare.
+/// A GEMM kernel version: the engine runs `Blocked`, `Large`, `Small` or
+/// `Subgroup` (see [`GemmPlan::choose`]); the other two stay for the
+/// benchmark to compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MatmulKernel {
     /// 64x64 tiles, 4x4 per invocation: the portable version.
@@ -175,6 +177,10 @@ pub(crate) enum MatmulKernel {
     Large,
     /// 32x128 tiles, 4x4 per invocation: `Large` for few rows.
     Small,
+    /// 16x256 tiles, 16x4 per invocation, A shared by subgroup broadcasts
+    /// (gemm_subgroup.wgsl; devices with subgroups, see
+    /// [`Context::subgroup_gemm`](crate::backend::gpu::device::Context::subgroup_gemm)).
+    Subgroup,
     /// One invocation per output, straight from memory (matmul only).
     #[cfg_attr(not(any(feature = "bench", test)), allow(dead_code))]
     Naive,
@@ -185,12 +191,22 @@ pub(crate) enum MatmulKernel {
 
 impl MatmulKernel {
     #[cfg(test)]
-    pub(crate) const ALL: [MatmulKernel; 5] = [
+    pub(crate) const ALL: [MatmulKernel; 6] = [
         MatmulKernel::Naive,
         MatmulKernel::Tiled,
         MatmulKernel::Blocked,
         MatmulKernel::Large,
         MatmulKernel::Small,
+        MatmulKernel::Subgroup,
+    ];
+
+    /// The kernels with every reader, split-K and the epilogue.
+    #[cfg(test)]
+    pub(crate) const FULL: [MatmulKernel; 4] = [
+        MatmulKernel::Blocked,
+        MatmulKernel::Large,
+        MatmulKernel::Small,
+        MatmulKernel::Subgroup,
     ];
 
     #[cfg(feature = "bench")]
@@ -199,6 +215,7 @@ impl MatmulKernel {
             MatmulKernel::Blocked => "blocked",
             MatmulKernel::Large => "large",
             MatmulKernel::Small => "small",
+            MatmulKernel::Subgroup => "subgroup",
             MatmulKernel::Naive => "naive",
             MatmulKernel::Tiled => "tiled",
         }
@@ -209,9 +226,22 @@ impl MatmulKernel {
             MatmulKernel::Blocked => "main",
             MatmulKernel::Large => "large",
             MatmulKernel::Small => "small",
+            MatmulKernel::Subgroup => "subgroup",
             MatmulKernel::Naive => "naive",
             MatmulKernel::Tiled => "tiled",
         }
+    }
+
+    fn shader(self) -> Shader {
+        match self {
+            MatmulKernel::Subgroup => Shader::GemmSubgroup,
+            _ => Shader::Gemm,
+        }
+    }
+
+    /// Whether `ctx`'s device can run it.
+    pub(crate) fn runs_on(self, ctx: &Context) -> bool {
+        self != MatmulKernel::Subgroup || ctx.subgroup_gemm()
     }
 
     /// Output tile: (rows, columns).
@@ -220,6 +250,7 @@ impl MatmulKernel {
             MatmulKernel::Blocked => (64, 64),
             MatmulKernel::Large => (128, 128),
             MatmulKernel::Small => (32, 128),
+            MatmulKernel::Subgroup => (16, 256),
             MatmulKernel::Naive | MatmulKernel::Tiled => (16, 16),
         }
     }
@@ -265,8 +296,17 @@ impl GemmPlan {
     /// every thread has two workgroups: more slices add partial sums to
     /// write and add up, and no parallelism. `software` is the adapter's
     /// thread count, None for a GPU.
+    ///
+    /// With `subgroups` (the device runs gemm_subgroup.wgsl), a software
+    /// adapter's matmuls take the subgroup kernel: on llvmpipe 1.7-3.8x the
+    /// speed of the best other kernel on square, tall-skinny and
+    /// batch-32 products, but 1.1-2x slower on the seed CNN's convolutions
+    /// (their readers run once per 16 rows instead of 32 or 128). A GPU
+    /// keeps `Large`/`Small`/`Blocked` until the subgroup kernel is measured
+    /// on one (`SHADERGRAD_GEMM=subgroup` compares).
     pub(crate) fn choose(
         software: Option<usize>,
+        subgroups: bool,
         mode: GemmMode,
         m: usize,
         n: usize,
@@ -278,14 +318,15 @@ impl GemmPlan {
             n.div_ceil(cols) * m.div_ceil(rows) * z
         };
         let fills = m >= 128 && n >= 128;
-        let kernel =
-            if fills && (software.is_some() || tiles(MatmulKernel::Large) >= BUSY_WORKGROUPS) {
-                MatmulKernel::Large
-            } else if m <= 32 || (software.is_some() && n >= 128) {
-                MatmulKernel::Small
-            } else {
-                MatmulKernel::Blocked
-            };
+        let kernel = if subgroups && software.is_some() && mode == GemmMode::MatMul {
+            MatmulKernel::Subgroup
+        } else if fills && (software.is_some() || tiles(MatmulKernel::Large) >= BUSY_WORKGROUPS) {
+            MatmulKernel::Large
+        } else if m <= 32 || (software.is_some() && n >= 128) {
+            MatmulKernel::Small
+        } else {
+            MatmulKernel::Blocked
+        };
         let busy = match software {
             Some(_) if mode != GemmMode::ConvBackwardFilter => 1,
             Some(threads) => 2 * threads.max(1),
@@ -307,6 +348,7 @@ fn forced_kernel() -> Option<MatmulKernel> {
         Ok("blocked") => Some(MatmulKernel::Blocked),
         Ok("large") => Some(MatmulKernel::Large),
         Ok("small") => Some(MatmulKernel::Small),
+        Ok("subgroup") => Some(MatmulKernel::Subgroup),
         _ => None,
     })
 }
@@ -327,10 +369,10 @@ fn software_threads() -> usize {
 /// The engine's plan on this recorder's device.
 fn engine_plan(rec: &Recorder, mode: GemmMode, m: usize, n: usize, k: usize, z: usize) -> GemmPlan {
     let software = (rec.ctx.info.device_type == wgpu::DeviceType::Cpu).then(software_threads);
-    let plan = GemmPlan::choose(software, mode, m, n, k, z);
+    let plan = GemmPlan::choose(software, rec.ctx.subgroup_gemm(), mode, m, n, k, z);
     match forced_kernel() {
-        Some(kernel) => GemmPlan { kernel, ..plan },
-        None => plan,
+        Some(kernel) if kernel.runs_on(&rec.ctx) => GemmPlan { kernel, ..plan },
+        _ => plan,
     }
 }
 
@@ -357,6 +399,15 @@ fn launch(
             format!("internal: the {:?} kernel has no epilogue", plan.kernel),
         ));
     }
+    if !plan.kernel.runs_on(&rec.ctx) {
+        return Err(Error::param(
+            op,
+            format!(
+                "the {:?} GEMM kernel needs subgroups of 8 to 64 invocations, which {} lacks",
+                plan.kernel, rec.ctx.name
+            ),
+        ));
+    }
     // Slices are whole multiples of both kernels' K step (16 and 8).
     let chunk = k.div_ceil(plan.splits.max(1)).next_multiple_of(16);
     let splits = if plan.kernel.full() && epilogue.is_none() {
@@ -369,7 +420,7 @@ fn launch(
     params.slice_len = len as u32;
     let [mode_constant] = mode.constant();
     let pipeline = rec.ctx.pipeline(
-        Shader::Gemm,
+        plan.kernel.shader(),
         plan.kernel.entry(),
         &[mode_constant, ("EPILOGUE", Epilogue::constant(epilogue))],
     )?;
