@@ -420,6 +420,80 @@ fn naive_conv(
     (y, [n, o, oh, ow])
 }
 
+/// Direct-loop filter gradient: dw = sum over images and output pixels of
+/// dy times the input pixel each weight met.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv_filter(
+    x: &[f32],
+    xs: [usize; 4],
+    dy: &[f32],
+    ws: [usize; 4],
+    s: usize,
+    p: usize,
+    d: usize,
+    g: usize,
+) -> Vec<f32> {
+    let [n, c, h, wd] = xs;
+    let [o, cg, kh, kw] = ws;
+    let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
+    let ow = (wd + 2 * p - d * (kw - 1) - 1) / s + 1;
+    let og = o / g;
+    let mut dw = vec![0.0; o * cg * kh * kw];
+    for oc in 0..o {
+        for ci in 0..cg {
+            let xc = oc / og * cg + ci;
+            for a in 0..kh {
+                for b in 0..kw {
+                    let mut acc = 0.0;
+                    for ni in 0..n {
+                        for i in 0..oh {
+                            for j in 0..ow {
+                                let ih = (i * s + a * d) as isize - p as isize;
+                                let iw = (j * s + b * d) as isize - p as isize;
+                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                                    acc += dy[((ni * o + oc) * oh + i) * ow + j]
+                                        * x[((ni * c + xc) * h + ih as usize) * wd + iw as usize];
+                                }
+                            }
+                        }
+                    }
+                    dw[((oc * cg + ci) * kh + a) * kw + b] = acc;
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// The filter gradient against direct loops, on shapes that take each of
+/// the cpu backend's two products (a filter of fewer than 64 rows, or of
+/// more with at most 256 output channels per group; one image or several).
+fn conv2d_filter_gradient() -> Result<()> {
+    // (x shape, w shape, stride, padding, dilation, groups)
+    type Case = ([usize; 4], [usize; 4], usize, usize, usize, usize);
+    let cases: &[Case] = &[
+        ([2, 3, 7, 7], [5, 3, 3, 3], 1, 1, 1, 1),
+        ([3, 16, 6, 5], [6, 8, 3, 3], 1, 1, 1, 2),
+        ([1, 9, 9, 8], [7, 9, 3, 3], 2, 1, 1, 1),
+        ([5, 12, 7, 7], [4, 12, 3, 3], 1, 2, 2, 1),
+    ];
+    for (i, &(xs, ws, s, p, d, g)) in cases.iter().enumerate() {
+        let x = rt(&xs, i as u64);
+        let w = rt(&ws, 100 + i as u64).with_grad();
+        let opts = Conv2dOpts::default()
+            .stride(s)
+            .padding(p)
+            .dilation(d)
+            .groups(g);
+        let y = x.conv2d(&w, None, opts)?;
+        let dy = rt(y.shape(), 200 + i as u64);
+        let grads = y.mul(&dy)?.sum_all().backward()?;
+        let want = naive_conv_filter(&x.to_vec()?, xs, &dy.to_vec()?, ws, s, p, d, g);
+        assert_close(&grads.get_or_zeros(&w).to_vec()?, &want, 1e-4, 1e-4);
+    }
+    Ok(())
+}
+
 fn conv2d() -> Result<()> {
     // 1 image, 1 channel, 3x3 input, 2x2 kernel of ones: sums of 2x2 windows.
     let x = Tensor::arange(1.0, 10.0, 1.0)?.reshape(&[1, 1, 3, 3])?;
@@ -862,6 +936,7 @@ backend_tests!(
     cat_and_stack,
     matmul,
     conv2d,
+    conv2d_filter_gradient,
     conv_transpose2d,
     pooling,
     gather_scatter_embedding,

@@ -26,14 +26,42 @@ pub(crate) unsafe fn gemm_strided(
     accumulate: bool,
     threads: bool,
 ) {
+    gemm_into(
+        m,
+        n,
+        k,
+        (a, a_rs, a_cs),
+        (b, b_rs, b_cs),
+        (c, n as isize, 1),
+        accumulate,
+        threads,
+    );
+}
+
+/// `gemm_strided` with `c` strided too: (pointer, row stride, column
+/// stride) for each matrix.
+///
+/// # Safety
+/// Every matrix must cover every element its strides address.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, a_rs, a_cs): (*const f32, isize, isize),
+    (b, b_rs, b_cs): (*const f32, isize, isize),
+    (c, c_rs, c_cs): (*mut f32, isize, isize),
+    accumulate: bool,
+    threads: bool,
+) {
     let par = if threads {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
     gemm::gemm(
-        m, n, k, c, 1, n as isize, accumulate, a, a_cs, a_rs, b, b_cs, b_rs, 1.0, 1.0, false,
-        false, false, par,
+        m, n, k, c, c_cs, c_rs, accumulate, a, a_cs, a_rs, b, b_cs, b_rs, 1.0, 1.0, false, false,
+        false, par,
     );
 }
 
