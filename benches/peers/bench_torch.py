@@ -83,8 +83,8 @@ def matmul(dev, e):
 def conv(dev, e):
     n, c, h, w, o, _, kh, kw = e["shape"]
     stride = 2 if " s2 " in e["name"] else 1
-    # seed-cnn layers are unpadded; the ResNet-18 ones pad by 1
-    padding = 1 if " resnet18 " in e["name"] else 0
+    # seed-cnn layers are unpadded; the ResNet-18 and DCGAN ones pad by 1
+    padding = 1 if (" resnet18 " in e["name"] or " dcgan " in e["name"]) else 0
     x, wt = rand(dev, n, c, h, w), rand(dev, o, c, kh, kw)
     y = F.conv2d(x, wt, stride=stride, padding=padding)
     dy = torch.rand_like(y)

@@ -96,6 +96,15 @@ const RESNET18: [(&str, [usize; 3], usize, usize); 8] = [
     ("layer4", [512, 4, 4], 512, 1),
 ];
 
+/// The DCGAN's 4x4, stride-2, padding-1 convolutions at width 64 (the
+/// discriminator's; each one's backward-data is a generator layer's
+/// transposed convolution): (layer, [c, h, w], out channels).
+const DCGAN: [(&str, [usize; 3], usize); 3] = [
+    ("d1", [3, 32, 32], 64),
+    ("d2", [64, 16, 16], 128),
+    ("d3", [128, 8, 8], 256),
+];
+
 /// Every entry for `opts`' device, in the order they run.
 pub(super) fn cases(opts: &Options) -> Vec<Case> {
     let software = super::is_software(&opts.device);
@@ -183,6 +192,23 @@ pub(super) fn cases(opts: &Options) -> Vec<Case> {
                 x: [resnet_batch, c, h, w],
                 w: [o, c, 3, 3],
                 stride,
+                padding: 1,
+                pass,
+            });
+        }
+    }
+    let dcgan_batch = if tiny || software { 1 } else { 64 };
+    for (layer, [c, h, w], o) in DCGAN {
+        if tiny && c > 64 {
+            continue;
+        }
+        for pass in Pass::ALL {
+            out.push(Case::Conv {
+                model: "dcgan",
+                layer,
+                x: [dcgan_batch, c, h, w],
+                w: [o, c, 4, 4],
+                stride: 2,
                 padding: 1,
                 pass,
             });

@@ -253,8 +253,12 @@ fn is_pointwise(d: &Dims) -> bool {
 /// call, so a call over one small feature map (conv3's 4x4 of seed-cnn)
 /// spends more time packing than multiplying; a group of images gives each
 /// call at least `MIN_COLUMNS` columns. At most the images one thread gets.
+/// Few columns suffice: larger groups make the im2col matrix and the
+/// gathered dy outgrow the caches (64 rather than 512 measured 10-30%
+/// faster on ResNet-18's 4x4 and 8x8 layers and the DCGAN's 4x4 and 8x8
+/// outputs in all three passes, equal elsewhere).
 fn group_len(d: &Dims) -> usize {
-    const MIN_COLUMNS: usize = 512;
+    const MIN_COLUMNS: usize = 64;
     if is_pointwise(d) {
         // The image itself is the column matrix: no copy, one image per call.
         return 1;
@@ -498,11 +502,12 @@ pub fn conv2d_backward_data(dy: &Value, w: &Value, g: &ConvGeom, x_shape: &[usiz
 /// along the reduction, which it packs transposed; into dw^T, its left
 /// operand is dy^T (a copy of og x columns, small), contiguous along og,
 /// and needs no packing. Measured here (2 threads, AVX-512, batch 32):
-/// ResNet-18's layer1 41.8 -> 17.9 ms, layer2 23.2 -> 16.2, layer3 20.0 ->
-/// 16.4; but 27-row filters (3-channel stems: 1.8 -> 3.8 ms) and 512
-/// output channels (layer4: 18.9 -> 41.2 ms) are faster as they were.
+/// ResNet-18's layer1 39 -> 15.7 ms, layer2 16.2 -> 12.7, layer2.down
+/// 9.2 -> 7.7; but filters of under 64 rows (3-channel stems: 1.5 -> 3.6
+/// ms) and 256 or more output channels (layer4: 14.8 -> 36.6, the DCGAN's
+/// 128->256: 6.9 -> 9.6) are faster as they were.
 fn filter_from_transposed_dy(d: &Dims) -> bool {
-    d.col_rows() >= 64 && d.og() <= 256
+    d.col_rows() >= 64 && d.og() <= 128
 }
 
 /// dw from (x, dy): `dw_g += dy_g @ col^T`, summed over images.
