@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::f32_data;
+use super::math::exp;
 use super::matmul::gemm_strided;
 use crate::backend::Value;
 use crate::op::AttentionSpec;
@@ -196,35 +197,6 @@ pub(crate) fn attention(
     ]
 }
 
-/// `e^x` to within 2 ulp, branch-free so loops over it vectorize (libm's
-/// `expf` does not, and was half the forward's time at 2048 keys): 2^n
-/// e^r with n = round(x / ln 2) and Cephes' polynomial for e^r. Exactly 0
-/// below -87 (so -inf gives 0), +inf above 88.7 is not needed here: every
-/// argument is a score minus its row's maximum or log-sum-exp.
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to the nearest integer in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(-87.0, 88.0);
-    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_2e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        e * scale
-    }
-}
-
 /// Sum in 8 lanes (vectorizes; a single f32 accumulator does not).
 fn lane_sum(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
@@ -269,7 +241,7 @@ fn softmax_row(
         return f32::NEG_INFINITY;
     }
     for s in row.iter_mut() {
-        *s = fast_exp(*s - max);
+        *s = exp(*s - max);
     }
     let sum = lane_sum(row);
     let inv = 1.0 / sum;
@@ -352,7 +324,7 @@ pub(crate) fn attention_backward(
                                     continue;
                                 }
                                 for (p, ds) in pr.iter_mut().zip(dsr.iter_mut()) {
-                                    *p = fast_exp(*p * spec.scale - l);
+                                    *p = exp(*p * spec.scale - l);
                                     *ds = *p * (*ds - dl) * spec.scale;
                                 }
                                 if spec.causal || mask.is_some() {
@@ -396,24 +368,4 @@ pub(crate) fn attention_backward(
         Value::f32(dk, &k.layout.shape),
         Value::f32(dvv, &v.layout.shape),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fast_exp;
-
-    #[test]
-    fn fast_exp_matches_libm() {
-        let mut worst = 0.0f32;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (got, want) = (fast_exp(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.0137;
-        }
-        assert!(worst < 4e-7, "relative error {worst}");
-        assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(fast_exp(-200.0), 0.0);
-        assert_eq!(fast_exp(0.0), 1.0);
-    }
 }

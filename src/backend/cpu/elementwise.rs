@@ -351,7 +351,7 @@ pub(crate) fn fused(program: &Program, leaves: &[Value], out_shape: &[usize]) ->
                         }
                         match u {
                             UnaryOp::Neg => map!(|v: f32| -v),
-                            UnaryOp::Exp => map!(f32::exp),
+                            UnaryOp::Exp => map!(super::math::exp),
                             UnaryOp::Log => map!(f32::ln),
                             UnaryOp::Sqrt => map!(f32::sqrt),
                             UnaryOp::Recip => map!(|v: f32| 1.0 / v),

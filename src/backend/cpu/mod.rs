@@ -7,6 +7,7 @@ mod conv;
 pub(crate) mod denormal;
 pub(crate) mod elementwise;
 mod index;
+pub(crate) mod math;
 mod matmul;
 mod optim;
 mod pool;
