@@ -375,6 +375,54 @@ fn matmul() -> Result<()> {
     Ok(())
 }
 
+/// Output shape of a convolution of x `xs` by w `ws` (NCHW, OIHW).
+fn conv_out(xs: [usize; 4], ws: [usize; 4], s: usize, p: usize, d: usize) -> [usize; 4] {
+    let ([n, _, h, w], [o, _, kh, kw]) = (xs, ws);
+    let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
+    let ow = (w + 2 * p - d * (kw - 1) - 1) / s + 1;
+    [n, o, oh, ow]
+}
+
+/// Direct loops over every product a convolution sums: `visit(x index, w
+/// index, y index)`, in each output's reduction order (channel, row, column).
+#[allow(clippy::too_many_arguments)]
+fn conv_products(
+    xs: [usize; 4],
+    ws: [usize; 4],
+    s: usize,
+    p: usize,
+    d: usize,
+    g: usize,
+    mut visit: impl FnMut(usize, usize, usize),
+) {
+    let ([_, c, h, wd], [o, cg, kh, kw]) = (xs, ws);
+    let [n, _, oh, ow] = conv_out(xs, ws, s, p, d);
+    let og = o / g;
+    for ni in 0..n {
+        for oc in 0..o {
+            let x_chan = oc / og * cg;
+            for i in 0..oh {
+                for j in 0..ow {
+                    let yi = ((ni * o + oc) * oh + i) * ow + j;
+                    for ci in 0..cg {
+                        for a in 0..kh {
+                            for b in 0..kw {
+                                let ih = (i * s + a * d) as isize - p as isize;
+                                let iw = (j * s + b * d) as isize - p as isize;
+                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                                    let xi = ((ni * c + x_chan + ci) * h + ih as usize) * wd
+                                        + iw as usize;
+                                    visit(xi, ((oc * cg + ci) * kh + a) * kw + b, yi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Direct-loop reference convolution (NCHW, OIHW).
 #[allow(clippy::too_many_arguments)]
 fn naive_conv(
@@ -387,37 +435,10 @@ fn naive_conv(
     d: usize,
     g: usize,
 ) -> (Vec<f32>, [usize; 4]) {
-    let [n, c, h, wd] = xs;
-    let [o, cg, kh, kw] = ws;
-    let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
-    let ow = (wd + 2 * p - d * (kw - 1) - 1) / s + 1;
-    let og = o / g;
-    let mut y = vec![0.0; n * o * oh * ow];
-    for ni in 0..n {
-        for oc in 0..o {
-            let gi = oc / og;
-            for i in 0..oh {
-                for j in 0..ow {
-                    let mut acc = 0.0;
-                    for ci in 0..cg {
-                        for a in 0..kh {
-                            for b in 0..kw {
-                                let ih = (i * s + a * d) as isize - p as isize;
-                                let iw = (j * s + b * d) as isize - p as isize;
-                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
-                                    let xc = gi * cg + ci;
-                                    acc += x[((ni * c + xc) * h + ih as usize) * wd + iw as usize]
-                                        * w[((oc * cg + ci) * kh + a) * kw + b];
-                                }
-                            }
-                        }
-                    }
-                    y[((ni * o + oc) * oh + i) * ow + j] = acc;
-                }
-            }
-        }
-    }
-    (y, [n, o, oh, ow])
+    let ys = conv_out(xs, ws, s, p, d);
+    let mut y = vec![0.0; ys.iter().product()];
+    conv_products(xs, ws, s, p, d, g, |xi, wi, yi| y[yi] += x[xi] * w[wi]);
+    (y, ys)
 }
 
 /// Direct-loop filter gradient: dw = sum over images and output pixels of
@@ -433,35 +454,8 @@ fn naive_conv_filter(
     d: usize,
     g: usize,
 ) -> Vec<f32> {
-    let [n, c, h, wd] = xs;
-    let [o, cg, kh, kw] = ws;
-    let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
-    let ow = (wd + 2 * p - d * (kw - 1) - 1) / s + 1;
-    let og = o / g;
-    let mut dw = vec![0.0; o * cg * kh * kw];
-    for oc in 0..o {
-        for ci in 0..cg {
-            let xc = oc / og * cg + ci;
-            for a in 0..kh {
-                for b in 0..kw {
-                    let mut acc = 0.0;
-                    for ni in 0..n {
-                        for i in 0..oh {
-                            for j in 0..ow {
-                                let ih = (i * s + a * d) as isize - p as isize;
-                                let iw = (j * s + b * d) as isize - p as isize;
-                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
-                                    acc += dy[((ni * o + oc) * oh + i) * ow + j]
-                                        * x[((ni * c + xc) * h + ih as usize) * wd + iw as usize];
-                                }
-                            }
-                        }
-                    }
-                    dw[((oc * cg + ci) * kh + a) * kw + b] = acc;
-                }
-            }
-        }
-    }
+    let mut dw = vec![0.0; ws.iter().product()];
+    conv_products(xs, ws, s, p, d, g, |xi, wi, yi| dw[wi] += dy[yi] * x[xi]);
     dw
 }
 

@@ -179,36 +179,28 @@ pub(super) fn cases(opts: &Options) -> Vec<Case> {
             });
         }
     }
-    // The software GPU does about 1 GFLOP/s: one image instead of 32.
-    let resnet_batch = if tiny || software { 1 } else { 32 };
-    for (layer, [c, h, w], o, stride) in RESNET18 {
+    // The software GPU does about 1 GFLOP/s: one image instead of 32 or 64.
+    let batch = |full: usize| if tiny || software { 1 } else { full };
+    // (model, layer, [c, h, w], out channels, kernel, stride, batch)
+    let padded = RESNET18
+        .into_iter()
+        .map(|(layer, x, o, stride)| ("resnet18", layer, x, o, 3, stride, batch(32)))
+        .chain(
+            DCGAN
+                .into_iter()
+                .map(|(layer, x, o)| ("dcgan", layer, x, o, 4, 2, batch(64))),
+        );
+    for (model, layer, [c, h, w], o, k, stride, n) in padded {
         if tiny && c > 64 {
             continue;
         }
         for pass in Pass::ALL {
             out.push(Case::Conv {
-                model: "resnet18",
+                model,
                 layer,
-                x: [resnet_batch, c, h, w],
-                w: [o, c, 3, 3],
+                x: [n, c, h, w],
+                w: [o, c, k, k],
                 stride,
-                padding: 1,
-                pass,
-            });
-        }
-    }
-    let dcgan_batch = if tiny || software { 1 } else { 64 };
-    for (layer, [c, h, w], o) in DCGAN {
-        if tiny && c > 64 {
-            continue;
-        }
-        for pass in Pass::ALL {
-            out.push(Case::Conv {
-                model: "dcgan",
-                layer,
-                x: [dcgan_batch, c, h, w],
-                w: [o, c, 4, 4],
-                stride: 2,
                 padding: 1,
                 pass,
             });
