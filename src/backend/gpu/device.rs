@@ -17,6 +17,8 @@ pub(crate) struct Context {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Whether gemm_subgroup.wgsl runs here (asked once: every GEMM plan reads it).
+    subgroup_gemm: bool,
     /// Pipelines and modules by kernel (see `pipeline.rs`).
     pub(super) pipelines: super::pipeline::Cache,
     /// Free buffers by size class (bytes), each with the `submits` count
@@ -63,6 +65,16 @@ pub(crate) fn describe_info(info: &wgpu::AdapterInfo) -> String {
         "{} · {:?} · {:?}",
         info.name, info.backend, info.device_type
     )
+}
+
+/// Whether gemm_subgroup.wgsl runs on a device: it has subgroups, each of
+/// at least the 8 invocations its chunk of K is spread over, and at most
+/// its workgroup's 64 (sizes are powers of two, so 64 is a multiple: no
+/// subgroup is cut short).
+fn runs_subgroup_gemm(features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
+    features.contains(wgpu::Features::SUBGROUP)
+        && info.subgroup_min_size >= 8
+        && (1..=64).contains(&info.subgroup_max_size)
 }
 
 /// The features we use when the adapter has them.
@@ -257,6 +269,7 @@ pub(crate) fn register(
         id,
         name,
         limits: device.limits(),
+        subgroup_gemm: runs_subgroup_gemm(device.features(), &info),
         device,
         queue,
         info,
@@ -314,14 +327,9 @@ pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
 }
 
 impl Context {
-    /// Whether gemm_subgroup.wgsl runs here: the device has subgroups, each
-    /// of at least the 8 invocations its chunk of K is spread over, and at
-    /// most its workgroup's 64 (sizes are powers of two, so 64 is a
-    /// multiple: no subgroup is cut short).
+    /// Whether gemm_subgroup.wgsl runs here (see `runs_subgroup_gemm`).
     pub(crate) fn subgroup_gemm(&self) -> bool {
-        self.device.features().contains(wgpu::Features::SUBGROUP)
-            && self.info.subgroup_min_size >= 8
-            && (1..=64).contains(&self.info.subgroup_max_size)
+        self.subgroup_gemm
     }
 
     /// Fail early once the device is gone, instead of queueing into the void.
